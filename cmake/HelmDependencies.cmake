@@ -6,6 +6,7 @@ find_package(nlohmann_json 3.10 REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(sodium REQUIRED IMPORTED_TARGET libsodium>=1.0.18)
 pkg_check_modules(pqxx REQUIRED IMPORTED_TARGET libpqxx>=6.4)
+pkg_check_modules(libpq REQUIRED IMPORTED_TARGET libpq)
 
 # Debian 12 ships Boost 1.74 and 1.81 side by side; insist on 1.81.
 find_package(Boost 1.81 EXACT REQUIRED COMPONENTS filesystem)

@@ -1,0 +1,70 @@
+/// @brief The hub's static configuration: defaults, a JSON file (unknown keys rejected), HELM_*
+/// environment overrides and command-line flags, validated before anything starts.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "helm/core/expected.hpp"
+
+namespace helm::config {
+
+struct ListenAddress {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8443;
+};
+
+/// Parses "HOST:PORT", "[V6]:PORT" or ":PORT" (all interfaces).
+Expected<ListenAddress> parse_listen_address(const std::string& text);
+
+struct ApiConfig {
+  ListenAddress listen;
+  std::string tls_cert_file;  ///< PEM; empty: a development certificate in the data dir
+  std::string tls_key_file;
+  uint64_t max_body_bytes = 1024 * 1024;
+  uint32_t max_header_bytes = 16 * 1024;
+  uint32_t header_timeout_ms = 10'000;  ///< the whole request head must arrive within this
+  uint32_t body_timeout_ms = 30'000;
+  uint32_t idle_timeout_ms = 60'000;  ///< keep-alive connections idle longer are closed
+  uint32_t max_connections = 4096;
+  uint32_t threads = 1;
+  bool metrics_allow_remote = false;  ///< /metrics only from loopback unless set
+};
+
+struct DatabaseConfig {
+  std::string url;  ///< empty: embedded PostgreSQL inside the data dir
+  uint32_t pool_size = 4;
+  uint32_t connect_timeout_s = 3;
+};
+
+struct HubConfig {
+  std::string data_dir;
+  std::string log_level = "info";
+  ApiConfig api;
+  DatabaseConfig database;
+  uint32_t shutdown_grace_ms = 10'000;
+};
+
+/// Command-line values; empty means "not given".
+struct CommandLineOverrides {
+  std::string data_dir;
+  std::string config_file;
+  std::string database_url;
+  std::string api_listen;
+  std::string log_level;
+};
+
+/// Builds the configuration: defaults < config file < environment (HELM_*) < command line.
+/// `environment` is passed in (not read from the process) so tests can pin it.
+Expected<HubConfig> load(const CommandLineOverrides& cli,
+                         const std::map<std::string, std::string>& environment);
+
+/// The process environment as a map, for `load`.
+std::map<std::string, std::string> process_environment();
+
+/// Every accepted key, dotted ("api.listen"), and the environment variable that overrides it.
+std::vector<std::pair<std::string, std::string>> known_keys();
+
+}  // namespace helm::config

@@ -1,0 +1,267 @@
+#include "helm/hub/hub.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+#include <thread>
+
+#include "helm/http/problem.hpp"
+#include "helm/http/router.hpp"
+#include "helm/http/server.hpp"
+#include "helm/http/tls_files.hpp"
+#include "helm/hub/build_info.hpp"
+#include "helm/log/logger.hpp"
+#include "helm/metrics/registry.hpp"
+#include "helm/storage/db_pool.hpp"
+#include "helm/storage/embedded_postgres.hpp"
+#include "helm/storage/migrations.hpp"
+
+namespace helm::hub {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+int fail(const std::string& message) {
+  log::error("helm-hub cannot start", {{"error", message}});
+  return 1;
+}
+
+// One hub per data dir: the lock is held for the life of the process and released by the
+// kernel when it dies, however it dies.
+Expected<int> lock_data_dir(const fs::path& dir) {
+  const fs::path path = dir / "hub.lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return Error{"cannot open " + path.string()};
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    ::close(fd);
+    return Error{"another helm-hub is already running on data dir " + dir.string() +
+                 (n > 0 ? " (pid " + std::string(buf, static_cast<size_t>(n)) + ")" : "")};
+  }
+  const std::string pid = std::to_string(::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    log::warn("cannot record pid in hub.lock");
+  }
+  return fd;
+}
+
+Expected<storage::MigrationReport> migrate(const std::string& conninfo) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    try {
+      pqxx::connection conn(conninfo);
+      return storage::apply_migrations(conn, storage::builtin_migrations());
+    } catch (const pqxx::broken_connection& e) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        return Error{std::string("cannot connect to the database: ") + e.what()};
+      }
+      log::warn("database not reachable yet; retrying", {{"error", e.what()}});
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }
+}
+
+void add_health_routes(http::Router& router, storage::DbPool& pool, metrics::Registry& registry,
+                       const config::HubConfig& cfg) {
+  router.add("GET", "/healthz", [](http::Request&, http::Responder respond) {
+    respond(http::Response::json(200, json{{"status", "ok"}}.dump()));
+  });
+  router.add("GET", "/readyz", [&pool](http::Request&, http::Responder respond) {
+    pool.submit(
+        [](pqxx::connection_base& c) {
+          pqxx::nontransaction tx(c);
+          tx.exec("SELECT 1");
+        },
+        [respond](std::optional<storage::DbError> err) {
+          if (err) {
+            log::warn("readiness check failed", {{"error", err->message}});
+            auto r = http::problem(503, "not-ready", "Service Unavailable",
+                                   "The database is unreachable.");
+            r.headers.emplace_back("Retry-After", "1");
+            return respond(std::move(r));
+          }
+          respond(http::Response::json(200, json{{"status", "ready"}}.dump()));
+        });
+  });
+  const bool allow_remote = cfg.api.metrics_allow_remote;
+  router.add(
+      "GET", "/metrics", [&registry, allow_remote](http::Request& req, http::Responder respond) {
+        if (!req.remote_is_loopback && !allow_remote) {
+          return respond(
+              http::problem(403, "forbidden", "Forbidden",
+                            "Metrics are served to loopback only; set api.metrics_allow_remote."));
+        }
+        respond(http::Response::text(200, registry.render(),
+                                     "text/plain; version=0.0.4; charset=utf-8"));
+      });
+}
+
+void add_collectors(metrics::Registry& registry, storage::DbPool& pool, http::Server& server) {
+  registry.add_collector([](std::string& out) {
+    out += "# HELP helm_build_info Build of this hub.\n# TYPE helm_build_info gauge\n";
+    out += std::string("helm_build_info{version=\"") + kVersion + "\",commit=\"" + kGitCommit +
+           "\"} 1\n";
+  });
+  registry.add_collector([&pool](std::string& out) {
+    const auto s = pool.stats();
+    out +=
+        "# HELP helm_db_pool_connections Database pool connections by state.\n"
+        "# TYPE helm_db_pool_connections gauge\n";
+    out += "helm_db_pool_connections{state=\"size\"} " + std::to_string(s.size) + "\n";
+    out += "helm_db_pool_connections{state=\"connected\"} " + std::to_string(s.connected) + "\n";
+    out += "helm_db_pool_connections{state=\"busy\"} " + std::to_string(s.busy) + "\n";
+    out +=
+        "# HELP helm_db_pool_queue_depth Jobs waiting for a connection.\n"
+        "# TYPE helm_db_pool_queue_depth gauge\n";
+    out += "helm_db_pool_queue_depth " + std::to_string(s.queued) + "\n";
+    out +=
+        "# HELP helm_db_pool_jobs_total Jobs finished, by outcome.\n"
+        "# TYPE helm_db_pool_jobs_total counter\n";
+    out += "helm_db_pool_jobs_total{outcome=\"unavailable\"} " +
+           std::to_string(s.failed_unavailable) + "\n";
+    out +=
+        "helm_db_pool_jobs_total{outcome=\"query_error\"} " + std::to_string(s.failed_query) + "\n";
+    out += "helm_db_pool_jobs_total{outcome=\"all\"} " + std::to_string(s.completed) + "\n";
+  });
+  registry.add_collector([&server](std::string& out) {
+    const auto s = server.stats();
+    out +=
+        "# HELP helm_http_connections_open API connections open now.\n"
+        "# TYPE helm_http_connections_open gauge\n";
+    out += "helm_http_connections_open " + std::to_string(s.connections_open) + "\n";
+    out +=
+        "# HELP helm_http_connections_total API connections by outcome.\n"
+        "# TYPE helm_http_connections_total counter\n";
+    out += "helm_http_connections_total{outcome=\"accepted\"} " +
+           std::to_string(s.connections_accepted) + "\n";
+    out += "helm_http_connections_total{outcome=\"refused_limit\"} " +
+           std::to_string(s.connections_refused) + "\n";
+    out += "helm_http_connections_total{outcome=\"tls_failed\"} " +
+           std::to_string(s.handshake_failures) + "\n";
+    out +=
+        "helm_http_connections_total{outcome=\"timed_out\"} " + std::to_string(s.timeouts) + "\n";
+  });
+}
+
+std::string url_host(const std::string& host) {
+  if (host == "0.0.0.0") return "127.0.0.1";
+  if (host == "::") return "[::1]";
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
+}  // namespace
+
+int serve(const config::HubConfig& cfg) {
+  if (auto level = log::parse_level(cfg.log_level)) log::set_level(*level);
+
+  // Block the stop signals before any thread starts, so only sigwait below receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  std::error_code ec;
+  fs::create_directories(cfg.data_dir, ec);
+  if (ec) return fail("cannot create data dir " + cfg.data_dir + ": " + ec.message());
+  ::chmod(cfg.data_dir.c_str(), 0711);
+  const fs::path data_dir = fs::canonical(cfg.data_dir);
+  auto lock_fd = lock_data_dir(data_dir);
+  if (!lock_fd) return fail(lock_fd.error().message);
+
+  log::info("helm-hub starting",
+            {{"version", kVersion}, {"commit", kGitCommit}, {"data_dir", data_dir.string()}});
+  if (std::getenv("PGCONNECT_TIMEOUT") == nullptr) {
+    ::setenv("PGCONNECT_TIMEOUT", std::to_string(cfg.database.connect_timeout_s).c_str(), 1);
+  }
+
+  std::string cert_file = cfg.api.tls_cert_file;
+  std::string key_file = cfg.api.tls_key_file;
+  if (cert_file.empty()) {
+    auto files = http::ensure_development_certificate(data_dir.string());
+    if (!files) return fail(files.error().message);
+    if (files->generated) {
+      log::warn(
+          "generated a self-signed development certificate; configure api.tls_cert_file "
+          "and api.tls_key_file for production",
+          {{"cert_file", files->cert_file}});
+    }
+    cert_file = files->cert_file;
+    key_file = files->key_file;
+  }
+  auto fingerprint = http::certificate_fingerprint_sha256(cert_file);
+  if (!fingerprint) return fail(fingerprint.error().message);
+
+  std::unique_ptr<storage::EmbeddedPostgres> embedded;
+  std::string conninfo = cfg.database.url;
+  if (conninfo.empty()) {
+    auto pg = storage::EmbeddedPostgres::start({.data_dir = data_dir.string()});
+    if (!pg) return fail(pg.error().message);
+    embedded = std::move(pg).value();
+    conninfo = embedded->connection_string();
+  }
+
+  auto report = migrate(conninfo);
+  if (!report) return fail(report.error().message);
+  log::info("database schema ready",
+            {{"schema_version", report->schema_version}, {"applied", report->applied}});
+
+  storage::DbPool pool({.conninfo = conninfo, .size = cfg.database.pool_size});
+  metrics::Registry registry;
+  http::Router router;
+  add_health_routes(router, pool, registry, cfg);
+
+  http::Server server({cfg.api, cert_file, key_file}, router, registry);
+  add_collectors(registry, pool, server);
+  auto port = server.start();
+  if (!port) return fail(port.error().message);
+
+  const std::string url = "https://" + url_host(cfg.api.listen.host) + ":" + std::to_string(*port);
+  log::info("api listening", {{"url", url},
+                              {"host", cfg.api.listen.host},
+                              {"port", *port},
+                              {"cert_file", cert_file},
+                              {"cert_sha256", *fingerprint},
+                              {"database", embedded ? "embedded" : "external"}});
+  std::cout << "\nhelm-hub " << kVersion << " is ready\n"
+            << "  API          " << url << "/\n"
+            << "  certificate  " << cert_file << "\n"
+            << "  SHA-256      " << *fingerprint << "\n"
+            << "  data dir     " << data_dir.string()
+            << (embedded ? "  (embedded PostgreSQL)" : "  (external PostgreSQL)") << "\n\n"
+            << "Next:\n"
+            << "  curl --cacert " << cert_file << " " << url << "/healthz\n"
+            << "  curl --cacert " << cert_file << " " << url << "/readyz\n"
+            << "  curl --cacert " << cert_file << " " << url << "/metrics\n"
+            << "Stop with Ctrl-C (or SIGTERM): connections drain, then the database stops.\n"
+            << std::endl;
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  log::info("stopping: draining connections",
+            {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
+             {"grace_ms", cfg.shutdown_grace_ms}});
+  server.begin_drain();
+  if (!server.wait_drained(std::chrono::milliseconds(cfg.shutdown_grace_ms))) {
+    log::warn("grace period over; closing the remaining connections");
+  }
+  server.stop();
+  pool.stop();
+  if (embedded) embedded->stop();
+  ::close(*lock_fd);
+  log::info("helm-hub stopped");
+  return 0;
+}
+
+}  // namespace helm::hub
