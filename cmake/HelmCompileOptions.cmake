@@ -2,7 +2,9 @@
 add_library(helm_compile_options INTERFACE)
 target_compile_options(helm_compile_options INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast -Wcast-align
-  -Woverloaded-virtual -Wformat=2 -Wimplicit-fallthrough)
+  -Woverloaded-virtual -Wformat=2 -Wimplicit-fallthrough
+  # Designated initializers that leave members at their defaults are intended here.
+  -Wno-missing-field-initializers)
 if(HELM_WARNINGS_AS_ERRORS)
   target_compile_options(helm_compile_options INTERFACE -Werror)
 endif()

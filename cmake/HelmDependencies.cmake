@@ -9,7 +9,7 @@ pkg_check_modules(pqxx REQUIRED IMPORTED_TARGET libpqxx>=6.4)
 pkg_check_modules(libpq REQUIRED IMPORTED_TARGET libpq)
 
 # Debian 12 ships Boost 1.74 and 1.81 side by side; insist on 1.81.
-find_package(Boost 1.81 EXACT REQUIRED COMPONENTS filesystem)
+find_package(Boost 1.81.0 EXACT REQUIRED CONFIG)
 
 # Beast and Asio are compiled once, in helm_boost_net, instead of in every translation unit.
 add_library(helm_boost_net STATIC ${PROJECT_SOURCE_DIR}/cmake/boost_net.cpp)
