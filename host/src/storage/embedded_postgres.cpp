@@ -108,11 +108,12 @@ Status check_traversable(const fs::path& dir, uid_t uid) {
     struct stat st {};
     if (::stat(p.c_str(), &st) != 0) break;
     if (st.st_uid != uid && (st.st_mode & S_IXOTH) == 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
       return Error{"PostgreSQL runs as an unprivileged user, which cannot reach '" + dir.string() +
-                   "' because '" + p.string() + "' is not searchable by others (mode " +
-                   std::to_string(st.st_mode & 0777) +
-                   " octal-ish). Choose a data dir such as /var/lib/helm-hub, or "
-                   "chmod o+x the parent, or use --database-url"};
+                   "' because '" + p.string() + "' is not searchable by others (mode " + mode +
+                   "). Choose a data dir such as /var/lib/helm-hub, run 'chmod o+x " + p.string() +
+                   "', or use --database-url"};
     }
     if (p == p.root_path()) break;
   }
