@@ -4,7 +4,9 @@ target_compile_options(helm_compile_options INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast -Wcast-align
   -Woverloaded-virtual -Wformat=2 -Wimplicit-fallthrough
   # Designated initializers that leave members at their defaults are intended here.
-  -Wno-missing-field-initializers)
+  -Wno-missing-field-initializers
+  # GCC 12 reports std::string concatenations falsely (GCC bug 105329).
+  -Wno-restrict)
 if(HELM_WARNINGS_AS_ERRORS)
   target_compile_options(helm_compile_options INTERFACE -Werror)
 endif()

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "helm/config/hub_config.hpp"
+#include "helm/hub/admin.hpp"
 #include "helm/hub/build_info.hpp"
 #include "helm/hub/hub.hpp"
 
@@ -14,6 +15,8 @@ namespace {
 constexpr std::string_view kUsage = R"(usage:
   helm-hub serve --data-dir DIR [--config FILE] [--database-url URL] [--api-listen HOST:PORT]
                  [--log-level debug|info|warn|error]
+  helm-hub admin bootstrap (--data-dir DIR | --database-url URL) --org NAME --email EMAIL
+                           --password-stdin
   helm-hub version
   helm-hub help
 
@@ -70,6 +73,7 @@ int main(int argc, char** argv) {
   const std::string command = args.front();
   args.erase(args.begin());
   if (command == "serve") return serve_command(args);
+  if (command == "admin") return helm::hub::admin_command(args);
   if (command == "version" || command == "--version") {
     std::cout << "helm-hub " << helm::hub::kVersion << " (" << helm::hub::kGitCommit << ")\n";
     return 0;

@@ -92,6 +92,26 @@ std::vector<Key> build_keys() {
       "database.connect_timeout_s",
       [](HubConfig& c, uint64_t v) { c.database.connect_timeout_s = static_cast<uint32_t>(v); },
       600);
+  u32(
+      "identity.session_idle_timeout_s",
+      [](HubConfig& c, uint64_t v) {
+        c.identity.session_idle_timeout_s = static_cast<uint32_t>(v);
+      },
+      7 * 24 * 3600);
+  u32(
+      "identity.session_absolute_timeout_s",
+      [](HubConfig& c, uint64_t v) {
+        c.identity.session_absolute_timeout_s = static_cast<uint32_t>(v);
+      },
+      30 * 24 * 3600);
+  u32(
+      "identity.password_opslimit",
+      [](HubConfig& c, uint64_t v) { c.identity.password_opslimit = static_cast<uint32_t>(v); },
+      64);
+  u32(
+      "identity.password_memlimit_kib",
+      [](HubConfig& c, uint64_t v) { c.identity.password_memlimit_kib = static_cast<uint32_t>(v); },
+      4u << 20);
   u32("shutdown_grace_ms",
       [](HubConfig& c, uint64_t v) { c.shutdown_grace_ms = static_cast<uint32_t>(v); });
   return keys;
@@ -316,6 +336,13 @@ Expected<HubConfig> load(const CommandLineOverrides& cli,
   }
   if (cfg.database.pool_size == 0) return Error{"database.pool_size must be at least 1"};
   if (cfg.api.threads == 0) return Error{"api.threads must be at least 1"};
+  if (cfg.identity.password_opslimit < 1 || cfg.identity.password_memlimit_kib < 8) {
+    return Error{
+        "identity.password_opslimit must be at least 1 and password_memlimit_kib at least 8"};
+  }
+  if (cfg.identity.session_idle_timeout_s < 1 || cfg.identity.session_absolute_timeout_s < 1) {
+    return Error{"identity session timeouts must be at least 1 second"};
+  }
   return cfg;
 }
 

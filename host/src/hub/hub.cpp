@@ -13,11 +13,15 @@
 #include <pqxx/pqxx>
 #include <thread>
 
+#include "helm/api/identity_routes.hpp"
+#include "helm/auth/auth_service.hpp"
+#include "helm/core/task_pool.hpp"
 #include "helm/http/problem.hpp"
 #include "helm/http/router.hpp"
 #include "helm/http/server.hpp"
 #include "helm/http/tls_files.hpp"
 #include "helm/hub/build_info.hpp"
+#include "helm/hub/data_dir.hpp"
 #include "helm/log/logger.hpp"
 #include "helm/metrics/registry.hpp"
 #include "helm/storage/db_pool.hpp"
@@ -33,26 +37,6 @@ namespace {
 int fail(const std::string& message) {
   log::error("helm-hub cannot start", {{"error", message}});
   return 1;
-}
-
-// One hub per data dir: the lock is held for the life of the process and released by the
-// kernel when it dies, however it dies.
-Expected<int> lock_data_dir(const fs::path& dir) {
-  const fs::path path = dir / "hub.lock";
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return Error{"cannot open " + path.string()};
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    char buf[32] = {0};
-    const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
-    ::close(fd);
-    return Error{"another helm-hub is already running on data dir " + dir.string() +
-                 (n > 0 ? " (pid " + std::string(buf, static_cast<size_t>(n)) + ")" : "")};
-  }
-  const std::string pid = std::to_string(::getpid());
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
-    log::warn("cannot record pid in hub.lock");
-  }
-  return fd;
 }
 
 Expected<storage::MigrationReport> migrate(const std::string& conninfo) {
@@ -177,7 +161,7 @@ int serve(const config::HubConfig& cfg) {
   if (ec) return fail("cannot create data dir " + cfg.data_dir + ": " + ec.message());
   ::chmod(cfg.data_dir.c_str(), 0711);
   const fs::path data_dir = fs::canonical(cfg.data_dir);
-  auto lock_fd = lock_data_dir(data_dir);
+  auto lock_fd = lock_data_dir(data_dir.string());
   if (!lock_fd) return fail(lock_fd.error().message);
 
   log::info("helm-hub starting",
@@ -221,6 +205,17 @@ int serve(const config::HubConfig& cfg) {
   metrics::Registry registry;
   http::Router router;
   add_health_routes(router, pool, registry, cfg);
+  auth::AuthService auth_service(
+      pool, {.idle_timeout = std::chrono::seconds(cfg.identity.session_idle_timeout_s),
+             .absolute_timeout = std::chrono::seconds(cfg.identity.session_absolute_timeout_s)});
+  TaskPool cpu(2);
+  api::Services services{pool,
+                         auth_service,
+                         cpu,
+                         {.opslimit = cfg.identity.password_opslimit,
+                          .memlimit_bytes = uint64_t{cfg.identity.password_memlimit_kib} * 1024}};
+  api::add_identity_routes(router, services);
+  api::add_tenancy_routes(router, services);
 
   http::Server server({cfg.api, cert_file, key_file}, router, registry);
   add_collectors(registry, pool, server);
@@ -257,6 +252,7 @@ int serve(const config::HubConfig& cfg) {
     log::warn("grace period over; closing the remaining connections");
   }
   server.stop();
+  cpu.stop();
   pool.stop();
   if (embedded) embedded->stop();
   ::close(*lock_fd);

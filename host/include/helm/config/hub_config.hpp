@@ -39,11 +39,19 @@ struct DatabaseConfig {
   uint32_t connect_timeout_s = 3;
 };
 
+struct IdentityConfig {
+  uint32_t session_idle_timeout_s = 30 * 60;
+  uint32_t session_absolute_timeout_s = 12 * 60 * 60;
+  uint32_t password_opslimit = 2;          ///< argon2id passes
+  uint32_t password_memlimit_kib = 65536;  ///< argon2id memory; with 2 passes about 0.25 s here
+};
+
 struct HubConfig {
   std::string data_dir;
   std::string log_level = "info";
   ApiConfig api;
   DatabaseConfig database;
+  IdentityConfig identity;
   uint32_t shutdown_grace_ms = 10'000;
 };
 

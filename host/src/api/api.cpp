@@ -1,0 +1,231 @@
+#include "helm/api/api.hpp"
+
+#include <pqxx/pqxx>
+
+#include "helm/auth/auth_service.hpp"
+#include "helm/http/router.hpp"
+#include "helm/log/logger.hpp"
+#include "helm/storage/db_pool.hpp"
+
+namespace helm::api {
+namespace {
+
+std::vector<std::tuple<std::string, std::string, Access>>& access_table() {
+  static std::vector<std::tuple<std::string, std::string, Access>> table;
+  return table;
+}
+
+http::Response unauthorized(std::string_view detail) {
+  auto r = http::problem(401, "unauthorized", "Unauthorized", detail);
+  r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
+}
+
+http::Response forbidden(std::string_view detail) {
+  return http::problem(403, "forbidden", "Forbidden", detail);
+}
+
+bool allowed(Access access, const auth::SessionContext& ctx) {
+  switch (access) {
+    case Access::kPublic:
+    case Access::kAnySession:
+      return true;
+    case Access::kReadonly:
+      return ctx.at_least(auth::Role::kReadonly);
+    case Access::kTechnician:
+      return ctx.at_least(auth::Role::kTechnician);
+    case Access::kAdmin:
+      return ctx.at_least(auth::Role::kAdmin);
+    case Access::kOwner:
+      return ctx.at_least(auth::Role::kOwner);
+    case Access::kHubOperator:
+      return ctx.org_is_operator && ctx.at_least(auth::Role::kAdmin);
+  }
+  return false;
+}
+
+std::string_view bearer(const http::Request& request) {
+  auto header = request.header("authorization");
+  if (!header) return {};
+  std::string_view value = *header;
+  constexpr std::string_view kScheme = "Bearer ";
+  if (value.size() <= kScheme.size()) return {};
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(value[i])) !=
+        std::tolower(static_cast<unsigned char>(kScheme[i]))) {
+      return {};
+    }
+  }
+  return value.substr(kScheme.size());
+}
+
+}  // namespace
+
+bool is_uuid(std::string_view t) {
+  if (t.size() != 36) return false;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const char c = t[i];
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (c != '-') return false;
+    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+const std::vector<std::tuple<std::string, std::string, Access>>& registered_access() {
+  return access_table();
+}
+
+void add_route(http::Router& router, Services& services, std::string method, std::string pattern,
+               Access access, AuthedHandler handler) {
+  access_table().emplace_back(method, pattern, access);
+  if (access == Access::kPublic) {
+    router.add(std::move(method), std::move(pattern),
+               [handler = std::move(handler)](http::Request& req, http::Responder respond) {
+                 handler(req, auth::SessionContext{}, std::move(respond));
+               });
+    return;
+  }
+  router.add(
+      std::move(method), std::move(pattern),
+      [&services, access, handler = std::move(handler)](http::Request& req,
+                                                        http::Responder respond) {
+        const auto token = bearer(req);
+        if (token.empty()) {
+          return respond(unauthorized("Send 'Authorization: Bearer <token>' (log in first)."));
+        }
+        services.auth.authenticate(token, [&req, access, handler,
+                                           respond](auth::AuthResult result) {
+          if (auto* failure = std::get_if<auth::AuthFailure>(&result)) {
+            if (*failure == auth::AuthFailure::kDatabaseUnavailable) {
+              return respond(http::database_unavailable());
+            }
+            return respond(unauthorized("The token is unknown, expired or revoked; log in again."));
+          }
+          const auto& ctx = std::get<auth::SessionContext>(result);
+          if (auto org = req.path_params.find("org"); org != req.path_params.end()) {
+            if (org->second != ctx.org_id) return respond(http::not_found());
+          }
+          if (ctx.totp_pending && access != Access::kAnySession) {
+            return respond(
+                http::problem(403, "totp-enrollment-required", "Forbidden",
+                              "Your organization requires two-factor authentication: enroll with "
+                              "POST /api/v1/me/totp, confirm with POST /api/v1/me/totp/confirm."));
+          }
+          if (!allowed(access, ctx)) {
+            return respond(forbidden(access == Access::kHubOperator
+                                         ? "Only hub operators may do this."
+                                         : "Your role does not allow this."));
+          }
+          try {
+            handler(req, ctx, respond);
+          } catch (const std::exception& e) {
+            log::error("route handler threw", {{"route", req.route}, {"error", e.what()}});
+            respond(http::internal_error());
+          }
+        });
+      });
+}
+
+std::optional<nlohmann::json> json_object_body(const http::Request& request,
+                                               const http::Responder& respond) {
+  auto body = nlohmann::json::parse(request.body, nullptr, false);
+  if (body.is_discarded()) {
+    respond(http::bad_request("The request body is not valid JSON."));
+    return std::nullopt;
+  }
+  if (!body.is_object()) {
+    respond(http::bad_request("The request body must be a JSON object."));
+    return std::nullopt;
+  }
+  return body;
+}
+
+std::optional<std::string> string_field(const nlohmann::json& body, const std::string& name,
+                                        std::vector<http::FieldError>& errors, bool required,
+                                        size_t max_len) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) {
+    if (required) errors.push_back({"/" + name, "is required"});
+    return std::nullopt;
+  }
+  if (!it->is_string()) {
+    errors.push_back({"/" + name, "must be a string"});
+    return std::nullopt;
+  }
+  auto value = it->get<std::string>();
+  if (value.empty()) {
+    errors.push_back({"/" + name, "must not be empty"});
+    return std::nullopt;
+  }
+  if (value.size() > max_len) {
+    errors.push_back({"/" + name, "must be at most " + std::to_string(max_len) + " characters"});
+    return std::nullopt;
+  }
+  return value;
+}
+
+http::Response json_response(int status, const nlohmann::json& body) {
+  return http::Response::json(status,
+                              body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+void db_respond(Services& services, http::Responder respond,
+                std::function<http::Response(pqxx::connection_base&)> work) {
+  auto response = std::make_shared<http::Response>();
+  services.pool.submit(
+      [response, work = std::move(work)](pqxx::connection_base& c) {
+        try {
+          *response = work(c);
+        } catch (const pqxx::unique_violation&) {
+          *response = http::problem(409, "conflict", "Conflict",
+                                    "Something with that name already exists.");
+        } catch (const pqxx::foreign_key_violation&) {
+          *response = http::problem(409, "conflict", "Conflict",
+                                    "It is still referenced, or it refers to something missing.");
+        }
+      },
+      [response, respond](std::optional<storage::DbError> err) {
+        if (!err) return respond(std::move(*response));
+        if (err->kind == storage::DbErrorKind::kQuery) {
+          log::error("database query failed", {{"error", err->message}});
+          return respond(http::internal_error());
+        }
+        respond(http::database_unavailable());
+      });
+}
+
+std::optional<Page> page_params(const http::Request& request, const http::Responder& respond) {
+  Page page;
+  if (auto limit = request.query_param("limit")) {
+    try {
+      size_t used = 0;
+      page.limit = std::stoi(*limit, &used);
+      if (used != limit->size() || page.limit < 1 || page.limit > 500) throw std::out_of_range("");
+    } catch (...) {
+      respond(http::bad_request("Invalid query parameter.",
+                                {{"limit", "must be a whole number from 1 to 500"}}));
+      return std::nullopt;
+    }
+  }
+  if (auto cursor = request.query_param("cursor"); cursor && !cursor->empty()) {
+    if (!is_uuid(*cursor)) {
+      respond(http::bad_request("Invalid query parameter.",
+                                {{"cursor", "is not a cursor this API returned"}}));
+      return std::nullopt;
+    }
+    page.after_id = *cursor;
+  }
+  return page;
+}
+
+nlohmann::json page_body(nlohmann::json items, const Page& page) {
+  const bool more = static_cast<int>(items.size()) > page.limit;
+  if (more) items.erase(items.end() - 1);
+  nlohmann::json next = more ? items.back().at("id") : nlohmann::json(nullptr);
+  return {{"items", std::move(items)}, {"next_cursor", std::move(next)}};
+}
+
+}  // namespace helm::api
