@@ -2,6 +2,7 @@
 #include <pqxx/pqxx>
 
 #include <chrono>
+#include <ctime>
 #include <mutex>
 #include <unordered_map>
 
@@ -9,6 +10,7 @@
 #include "helm/auth/auth_service.hpp"
 #include "helm/core/task_pool.hpp"
 #include "helm/http/router.hpp"
+#include "helm/identity/totp.hpp"
 #include "helm/log/logger.hpp"
 #include "helm/storage/db_pool.hpp"
 
@@ -175,10 +177,18 @@ void add_login(http::Router& router, Services& services) {
                     throttle.failed(st->address);
                     return login_failed();
                   }
-                  (void)services;
                   if (st->totp_enabled) {
-                    // Verified by the TOTP module once it is wired in (identity issue).
-                    if (!st->totp) {
+                    const auto secret = identity::base32_decode(st->totp_secret);
+                    const auto step =
+                        st->totp && secret
+                            ? identity::verify_totp(secret.value(), *st->totp, std::time(nullptr),
+                                                    st->totp_last_step)
+                            : std::nullopt;
+                    // The conditional update makes a code count once even across racing logins.
+                    if (!step || tx.exec_params("UPDATE technicians SET totp_last_step = $2"
+                                                " WHERE id = $1 AND totp_last_step < $2",
+                                                st->technician_id, *step)
+                                         .affected_rows() == 0) {
                       throttle.failed(st->address);
                       return login_failed();
                     }
@@ -436,6 +446,70 @@ void add_organization_routes(http::Router& router, Services& services) {
           }
           tx.commit();
           return http::Response::empty(204);
+        });
+      });
+}
+
+// Hub operators onboard MSP organizations, each with its first owner.
+void add_operator_routes(http::Router& router, Services& services) {
+  add_route(router, services, "GET", "/api/v1/orgs", Access::kHubOperator,
+            [&services](http::Request& req, const auth::SessionContext&, http::Responder respond) {
+              auto page = page_params(req, respond);
+              if (!page) return;
+              db_respond(services, respond, [page = *page](pqxx::connection_base& c) {
+                pqxx::work tx(c);
+                const auto rows = tx.exec_params(
+                    "SELECT id::text, name, is_operator, " + ts("created_at") +
+                        " FROM organizations WHERE ($1 = '' OR id > $1::uuid) ORDER BY id LIMIT $2",
+                    page.after_id, page.limit + 1);
+                json items = json::array();
+                for (const auto& r : rows) {
+                  items.push_back({{"id", r[0].c_str()},
+                                   {"name", r[1].c_str()},
+                                   {"hub_operator", r[2].as<bool>()},
+                                   {"created_at", r[3].c_str()}});
+                }
+                return json_response(200, page_body(std::move(items), page));
+              });
+            });
+
+  add_route(
+      router, services, "POST", "/api/v1/orgs", Access::kHubOperator,
+      [&services](http::Request& req, const auth::SessionContext&, http::Responder respond) {
+        auto body = json_object_body(req, respond);
+        if (!body) return;
+        std::vector<http::FieldError> errors;
+        auto name = string_field(*body, "name", errors, true);
+        auto email = string_field(*body, "owner_email", errors, true, 254);
+        auto password = string_field(*body, "owner_password", errors, true, 1024);
+        if (email && !valid_email(*email)) {
+          errors.push_back({"/owner_email", "is not an email address"});
+        }
+        if (password && password->size() < 12) {
+          errors.push_back({"/owner_password", "must be at least 12 characters"});
+        }
+        if (!errors.empty()) {
+          return respond(http::bad_request("The organization is invalid.", errors));
+        }
+        services.cpu.post([&services, respond, name = *name, email = *email, password = *password] {
+          auto hash = auth::hash_password(password, services.password);
+          db_respond(services, respond, [name, email, hash](pqxx::connection_base& c) {
+            pqxx::work tx(c);
+            const auto org = tx.exec_params1(
+                "INSERT INTO organizations (name) VALUES ($1) RETURNING id::text, " +
+                    ts("created_at"),
+                name);
+            const auto owner = tx.exec_params1(
+                "INSERT INTO technicians (org_id, email, role, password_hash)"
+                " VALUES ($1, $2, 'owner', $3) RETURNING id::text",
+                std::string(org[0].c_str()), email, hash);
+            tx.commit();
+            return json_response(201, {{"id", org[0].c_str()},
+                                       {"name", name},
+                                       {"hub_operator", false},
+                                       {"created_at", org[1].c_str()},
+                                       {"owner", {{"id", owner[0].c_str()}, {"email", email}}}});
+          });
         });
       });
 }
@@ -710,6 +784,7 @@ void add_service_principal_routes(http::Router& router, Services& services) {
 void add_identity_routes(http::Router& router, Services& services) {
   add_login(router, services);
   add_session_routes(router, services);
+  add_operator_routes(router, services);
   add_organization_routes(router, services);
   add_technician_routes(router, services);
   add_service_principal_routes(router, services);

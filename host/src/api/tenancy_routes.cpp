@@ -1,6 +1,7 @@
 // Clients, sites and device groups: named resources inside an organization, one CRUD shape.
 #include <pqxx/pqxx>
 
+#include "helm/api/access_routes.hpp"
 #include "helm/api/identity_routes.hpp"
 #include "helm/http/router.hpp"
 
@@ -18,6 +19,7 @@ struct NamedResource {
   std::string parent_column;
   bool optional_placement = false;  ///< device groups: optional client_id / site_id in the body
   std::string noun;
+  identity::Resource::Kind kind = identity::Resource::kClient;
 };
 
 json row_json(const pqxx::row& r, bool placement) {
@@ -170,6 +172,10 @@ void add_resource(http::Router& router, Services& services, const NamedResource&
                                                      " WHERE id = $1 AND org_id = $2",
                                                  id, ctx.org_id);
                 if (rows.empty()) return http::not_found();
+                if (const auto reach = acl_reach(tx, ctx);
+                    reach && !acl_visible(tx, *reach, ctx.org_id, res.kind, id)) {
+                  return http::not_found();
+                }
                 return json_response(200, row_json(rows[0], res.optional_placement));
               });
             });
@@ -240,13 +246,15 @@ void add_tenancy_routes(http::Router& router, Services& services) {
                 .parent_param = "client",
                 .parent_table = "clients",
                 .parent_column = "client_id",
-                .noun = "site"});
+                .noun = "site",
+                .kind = identity::Resource::kSite});
   add_resource(router, services,
                {.table = "device_groups",
                 .collection = "/api/v1/orgs/{org}/device-groups",
                 .id_param = "group",
                 .optional_placement = true,
-                .noun = "device group"});
+                .noun = "device group",
+                .kind = identity::Resource::kDeviceGroup});
 }
 
 }  // namespace helm::api

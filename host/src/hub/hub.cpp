@@ -13,7 +13,7 @@
 #include <pqxx/pqxx>
 #include <thread>
 
-#include "helm/api/identity_routes.hpp"
+#include "helm/api/openapi.hpp"
 #include "helm/auth/auth_service.hpp"
 #include "helm/core/task_pool.hpp"
 #include "helm/http/problem.hpp"
@@ -55,8 +55,10 @@ Expected<storage::MigrationReport> migrate(const std::string& conninfo) {
   }
 }
 
+}  // namespace
+
 void add_health_routes(http::Router& router, storage::DbPool& pool, metrics::Registry& registry,
-                       const config::HubConfig& cfg) {
+                       bool metrics_allow_remote) {
   router.add("GET", "/healthz", [](http::Request&, http::Responder respond) {
     respond(http::Response::json(200, json{{"status", "ok"}}.dump()));
   });
@@ -77,7 +79,7 @@ void add_health_routes(http::Router& router, storage::DbPool& pool, metrics::Reg
           respond(http::Response::json(200, json{{"status", "ready"}}.dump()));
         });
   });
-  const bool allow_remote = cfg.api.metrics_allow_remote;
+  const bool allow_remote = metrics_allow_remote;
   router.add(
       "GET", "/metrics", [&registry, allow_remote](http::Request& req, http::Responder respond) {
         if (!req.remote_is_loopback && !allow_remote) {
@@ -89,6 +91,8 @@ void add_health_routes(http::Router& router, storage::DbPool& pool, metrics::Reg
                                      "text/plain; version=0.0.4; charset=utf-8"));
       });
 }
+
+namespace {
 
 void add_collectors(metrics::Registry& registry, storage::DbPool& pool, http::Server& server) {
   registry.add_collector([](std::string& out) {
@@ -204,7 +208,7 @@ int serve(const config::HubConfig& cfg) {
   storage::DbPool pool({.conninfo = conninfo, .size = cfg.database.pool_size});
   metrics::Registry registry;
   http::Router router;
-  add_health_routes(router, pool, registry, cfg);
+  add_health_routes(router, pool, registry, cfg.api.metrics_allow_remote);
   auth::AuthService auth_service(
       pool, {.idle_timeout = std::chrono::seconds(cfg.identity.session_idle_timeout_s),
              .absolute_timeout = std::chrono::seconds(cfg.identity.session_absolute_timeout_s)});
@@ -214,8 +218,7 @@ int serve(const config::HubConfig& cfg) {
                          cpu,
                          {.opslimit = cfg.identity.password_opslimit,
                           .memlimit_bytes = uint64_t{cfg.identity.password_memlimit_kib} * 1024}};
-  api::add_identity_routes(router, services);
-  api::add_tenancy_routes(router, services);
+  api::add_api_routes(router, services);
 
   http::Server server({cfg.api, cert_file, key_file}, router, registry);
   add_collectors(registry, pool, server);

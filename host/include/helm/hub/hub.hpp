@@ -4,7 +4,21 @@
 
 #include "helm/config/hub_config.hpp"
 
+namespace helm::http {
+class Router;
+}
+namespace helm::metrics {
+class Registry;
+}
+namespace helm::storage {
+class DbPool;
+}
+
 namespace helm::hub {
+
+/// GET /healthz, /readyz and /metrics.
+void add_health_routes(http::Router& router, storage::DbPool& pool, metrics::Registry& registry,
+                       bool metrics_allow_remote);
 
 /// Runs the hub in the foreground. Returns the process exit code.
 int serve(const config::HubConfig& config);
