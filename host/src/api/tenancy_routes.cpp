@@ -102,10 +102,19 @@ void add_resource(http::Router& router, Services& services, const NamedResource&
               res.parent_column.empty()
                   ? tx.exec_params(sql, ctx.org_id, page.after_id, page.limit + 1)
                   : tx.exec_params(sql, ctx.org_id, page.after_id, page.limit + 1, parent);
+          // Only the page's own rows are filtered by the ACL; the look-ahead row (limit + 1)
+          // just says whether there is another page, which starts after the last row read.
+          const auto reach = acl_reach(tx, ctx);
+          const size_t take = std::min(rows.size(), static_cast<size_t>(page.limit));
           json items = json::array();
-          for (const auto& r : rows)
-            items.push_back(row_json(r, res.optional_placement));
-          return json_response(200, page_body(std::move(items), page));
+          for (size_t i = 0; i < take; ++i) {
+            if (reach && !acl_visible(tx, *reach, ctx.org_id, res.kind, rows[i][0].c_str())) {
+              continue;
+            }
+            items.push_back(row_json(rows[i], res.optional_placement));
+          }
+          json next = rows.size() > take ? json(rows[take - 1][0].c_str()) : json(nullptr);
+          return json_response(200, {{"items", std::move(items)}, {"next_cursor", next}});
         });
       });
 
