@@ -3,11 +3,15 @@
 
 #include <cstdio>
 #include <ctime>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
+#include "helm/auth/auth_service.hpp"
 #include "helm/identity/totp.hpp"
+#include "helm/storage/db_pool.hpp"
+#include "helm/storage/embedded_postgres.hpp"
 #include "test_support.hpp"
 
 namespace helm::test {
@@ -388,6 +392,38 @@ TEST_F(Identity, BootstrapRefusesOnceAnOrganizationExistsEvenWhileTheHubRuns) {
   std::string out;
   EXPECT_EQ(bootstrap(dir_->path(), "Again", "x@x.test", kOwnerPassword, &out), 1);
   EXPECT_NE(out.find("already bootstrapped"), std::string::npos) << out;
+}
+
+// The check every vault release makes: a session context that was valid stops being valid within
+// the cache's second once its account is disabled — here seen from another process's cache.
+TEST_F(Identity, SessionContextSeesADisabledAccountWithinOneSecond) {
+  auto created =
+      call("POST", "/api/v1/orgs/" + org_a_ + "/technicians", owner_a_,
+           {{"email", "ctx@a.test"}, {"password", kOwnerPassword}, {"role", "technician"}});
+  ASSERT_EQ(created.status, 201);
+  const std::string id = json::parse(created.body)["id"];
+  const std::string token = must_login("ctx@a.test", kOwnerPassword)["token"];
+
+  storage::DbPool pool(
+      {.conninfo = storage::EmbeddedPostgres::connection_string_for(dir_->path()), .size = 1});
+  auth::AuthService service(pool, {});
+  std::promise<auth::AuthResult> authed;
+  service.authenticate(token, [&](auth::AuthResult r) { authed.set_value(std::move(r)); });
+  const auto result = authed.get_future().get();
+  ASSERT_TRUE(std::holds_alternative<auth::SessionContext>(result));
+  const auto ctx = std::get<auth::SessionContext>(result);
+  auto still_valid = [&] {
+    std::promise<bool> p;
+    service.check_still_valid(ctx, [&](bool ok) { p.set_value(ok); });
+    return p.get_future().get();
+  };
+  EXPECT_TRUE(still_valid());
+
+  ASSERT_EQ(
+      call("POST", "/api/v1/orgs/" + org_a_ + "/technicians/" + id + "/disable", owner_a_).status,
+      204);
+  std::this_thread::sleep_for(1100ms);
+  EXPECT_FALSE(still_valid());
 }
 
 TEST(IdentityBackoff, RepeatedWrongPasswordsFromOneAddressAreSlowedDown) {

@@ -121,6 +121,52 @@ AuthService::AuthService(storage::DbPool& pool, AuthOptions options)
 void AuthService::invalidate_cache() {
   std::lock_guard lock(mutex_);
   cache_.clear();
+  valid_.clear();
+}
+
+void AuthService::check_still_valid(const SessionContext& context, std::function<void(bool)> done) {
+  if (std::chrono::system_clock::now() >= context.expires_at) return done(false);
+  const auto now = std::chrono::steady_clock::now();
+  const std::string key =
+      (context.kind == PrincipalKind::kTechnician ? "s:" : "p:") + context.session_id;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = valid_.find(key); it != valid_.end()) {
+      if (now - it->second < options_.cache_ttl) return done(true);
+      valid_.erase(it);
+    }
+  }
+  auto valid = std::make_shared<bool>(false);
+  const auto idle = options_.idle_timeout.count();
+  pool_.submit(
+      [valid, context, idle](pqxx::connection_base& c) {
+        pqxx::work tx(c);
+        if (context.kind == PrincipalKind::kTechnician) {
+          *valid = !tx.exec_params(
+                          "SELECT 1 FROM sessions s JOIN technicians t"
+                          " ON t.id = s.technician_id WHERE s.id = $1"
+                          " AND s.ended_at IS NULL AND NOT t.disabled"
+                          " AND s.absolute_expires_at > now()"
+                          " AND s.last_used_at > now() - $2 * interval '1 second'",
+                          context.session_id, idle)
+                        .empty();
+        } else {
+          *valid = !tx.exec_params(
+                          "SELECT 1 FROM service_principals WHERE id = $1"
+                          " AND NOT disabled AND (expires_at IS NULL OR expires_at > now())",
+                          context.session_id)
+                        .empty();
+        }
+      },
+      [this, valid, key, now, done = std::move(done)](std::optional<storage::DbError> err) {
+        const bool ok = !err && *valid;
+        if (ok) {
+          std::lock_guard lock(mutex_);
+          if (valid_.size() >= kMaxCacheEntries) valid_.clear();
+          valid_[key] = now;
+        }
+        done(ok);
+      });
 }
 
 void AuthService::authenticate(std::string_view bearer_token,

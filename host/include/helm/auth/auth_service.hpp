@@ -34,6 +34,11 @@ class AuthService {
   /// Calls `done` (on the caller's thread on a cache hit, else on a database thread).
   void authenticate(std::string_view bearer_token, std::function<void(AuthResult)> done);
 
+  /// "Is this session still valid right now?" — not expired, not logged out or revoked, account
+  /// not disabled. Answers from a cache of at most cache_ttl, else from the database; `done`
+  /// runs on the caller's thread (cache hit) or a database thread. Database trouble is "no".
+  void check_still_valid(const SessionContext& context, std::function<void(bool)> done);
+
   /// Forgets every cached session at once (after logout, disable, revoke on this node).
   void invalidate_cache();
 
@@ -47,7 +52,8 @@ class AuthService {
   storage::DbPool& pool_;
   AuthOptions options_;
   std::mutex mutex_;
-  std::unordered_map<std::string, Entry> cache_;  ///< by token hash
+  std::unordered_map<std::string, Entry> cache_;                                  ///< by token hash
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> valid_;  ///< by session
 };
 
 }  // namespace helm::auth
