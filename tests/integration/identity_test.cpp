@@ -426,6 +426,55 @@ TEST_F(Identity, SessionContextSeesADisabledAccountWithinOneSecond) {
   EXPECT_FALSE(still_valid());
 }
 
+TEST_F(Identity, MandatoryTotpKeepsAdminsOutUntilTheyEnroll) {
+  ASSERT_EQ(
+      call("PATCH", "/api/v1/orgs/" + org_b_, owner_b_, {{"require_totp_for_admins", true}}).status,
+      204);
+  auto created = call("POST", "/api/v1/orgs/" + org_b_ + "/technicians", owner_b_,
+                      {{"email", "admin@b.test"}, {"password", kOwnerPassword}, {"role", "admin"}});
+  ASSERT_EQ(created.status, 201);
+  const auto body = must_login("admin@b.test", kOwnerPassword);
+  EXPECT_TRUE(body["totp_enrollment_required"].get<bool>());
+  const std::string token = body["token"];
+  auto blocked = call("GET", "/api/v1/orgs/" + org_b_ + "/clients", token);
+  EXPECT_EQ(blocked.status, 403);
+  EXPECT_NE(blocked.body.find("totp-enrollment-required"), std::string::npos);
+
+  auto start = call("POST", "/api/v1/me/totp", token);
+  ASSERT_EQ(start.status, 200);
+  const auto secret = identity::base32_decode(json::parse(start.body)["secret"].get<std::string>());
+  ASSERT_TRUE(secret.ok());
+  ASSERT_EQ(call("POST", "/api/v1/me/totp/confirm", token,
+                 {{"code", identity::totp_code(secret.value(), std::time(nullptr))}})
+                .status,
+            204);
+  EXPECT_EQ(call("GET", "/api/v1/orgs/" + org_b_ + "/clients", token).status, 200);
+  ASSERT_EQ(call("PATCH", "/api/v1/orgs/" + org_b_, owner_b_, {{"require_totp_for_admins", false}})
+                .status,
+            204);
+}
+
+TEST(IdentityTimeouts, AnIdleSessionExpires) {
+  TempDir dir("helm-idle");
+  ASSERT_EQ(bootstrap(dir.path(), "Ops", "o@o.test", kOwnerPassword, nullptr), 0);
+  auto env = kFastPasswords;
+  env["HELM_IDENTITY_SESSION_IDLE_TIMEOUT_S"] = "2";
+  HubProcess hub({.data_dir = dir.path(), .env = env});
+  ASSERT_TRUE(hub.ready()) << hub.log();
+  HttpRequestOptions o;
+  o.method = "POST";
+  o.ca_file = hub.ca_file();
+  o.body = json{{"email", "o@o.test"}, {"password", kOwnerPassword}}.dump();
+  auto r = https(hub.base_url() + "/api/v1/auth/login", o);
+  ASSERT_EQ(r.status, 200);
+  HttpRequestOptions me;
+  me.ca_file = hub.ca_file();
+  me.headers = {"Authorization: Bearer " + json::parse(r.body)["token"].get<std::string>()};
+  EXPECT_EQ(https(hub.base_url() + "/api/v1/me", me).status, 200);
+  std::this_thread::sleep_for(3s);
+  EXPECT_EQ(https(hub.base_url() + "/api/v1/me", me).status, 401);
+}
+
 TEST(IdentityBackoff, RepeatedWrongPasswordsFromOneAddressAreSlowedDown) {
   TempDir dir("helm-backoff");
   ASSERT_EQ(bootstrap(dir.path(), "Ops", "o@o.test", kOwnerPassword, nullptr), 0);
