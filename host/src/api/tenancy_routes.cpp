@@ -80,6 +80,22 @@ std::optional<http::Response> check_placement(pqxx::work& tx, const std::string&
   return std::nullopt;
 }
 
+// Runs `work` on the item named in the path, after the checks every item route makes: the id is
+// well-formed and the parent in the path belongs to the caller's organization.
+void with_item(Services& services, const NamedResource& res, const http::Request& req,
+               const auth::SessionContext& ctx, http::Responder respond,
+               std::function<http::Response(pqxx::work&, const std::string& id)> work) {
+  const std::string id = req.path_params.at(res.id_param);
+  const std::string parent = res.parent_param.empty() ? "" : req.path_params.at(res.parent_param);
+  if (!is_uuid(id)) return respond(http::not_found());
+  db_respond(services, std::move(respond),
+             [res, ctx, id, parent, work = std::move(work)](pqxx::connection_base& c) {
+               pqxx::work tx(c);
+               if (!parent_exists(tx, res, ctx.org_id, parent)) return http::not_found();
+               return work(tx, id);
+             });
+}
+
 void add_resource(http::Router& router, Services& services, const NamedResource& res) {
   const std::string item_route = res.collection + "/{" + res.id_param + "}";
 
@@ -170,23 +186,19 @@ void add_resource(http::Router& router, Services& services, const NamedResource&
   add_route(router, services, "GET", item_route, Access::kReadonly,
             [&services, res](http::Request& req, const auth::SessionContext& ctx,
                              http::Responder respond) {
-              const std::string id = req.path_params.at(res.id_param);
-              const std::string parent =
-                  res.parent_param.empty() ? "" : req.path_params.at(res.parent_param);
-              if (!is_uuid(id)) return respond(http::not_found());
-              db_respond(services, respond, [res, ctx, id, parent](pqxx::connection_base& c) {
-                pqxx::work tx(c);
-                if (!parent_exists(tx, res, ctx.org_id, parent)) return http::not_found();
-                const auto rows = tx.exec_params("SELECT " + columns(res) + " FROM " + res.table +
-                                                     " WHERE id = $1 AND org_id = $2",
-                                                 id, ctx.org_id);
-                if (rows.empty()) return http::not_found();
-                if (const auto reach = acl_reach(tx, ctx);
-                    reach && !acl_visible(tx, *reach, ctx.org_id, res.kind, id)) {
-                  return http::not_found();
-                }
-                return json_response(200, row_json(rows[0], res.optional_placement));
-              });
+              with_item(services, res, req, ctx, std::move(respond),
+                        [res, ctx](pqxx::work& tx, const std::string& id) {
+                          const auto rows =
+                              tx.exec_params("SELECT " + columns(res) + " FROM " + res.table +
+                                                 " WHERE id = $1 AND org_id = $2",
+                                             id, ctx.org_id);
+                          if (rows.empty()) return http::not_found();
+                          if (const auto reach = acl_reach(tx, ctx);
+                              reach && !acl_visible(tx, *reach, ctx.org_id, res.kind, id)) {
+                            return http::not_found();
+                          }
+                          return json_response(200, row_json(rows[0], res.optional_placement));
+                        });
             });
 
   add_route(router, services, "PATCH", item_route, Access::kAdmin,
@@ -199,44 +211,32 @@ void add_resource(http::Router& router, Services& services, const NamedResource&
               if (!errors.empty()) {
                 return respond(http::bad_request("The " + res.noun + " is invalid.", errors));
               }
-              const std::string id = req.path_params.at(res.id_param);
-              const std::string parent =
-                  res.parent_param.empty() ? "" : req.path_params.at(res.parent_param);
-              if (!is_uuid(id)) return respond(http::not_found());
-              db_respond(services, respond,
-                         [res, ctx, id, parent, name = *name](pqxx::connection_base& c) {
-                           pqxx::work tx(c);
-                           if (!parent_exists(tx, res, ctx.org_id, parent))
-                             return http::not_found();
-                           const auto rows =
-                               tx.exec_params("UPDATE " + res.table +
-                                                  " SET name = $3 WHERE id = $1 AND org_id = $2"
-                                                  " RETURNING " +
-                                                  columns(res),
-                                              id, ctx.org_id, name);
-                           if (rows.empty()) return http::not_found();
-                           tx.commit();
-                           return json_response(200, row_json(rows[0], res.optional_placement));
-                         });
+              with_item(services, res, req, ctx, std::move(respond),
+                        [res, ctx, name = *name](pqxx::work& tx, const std::string& id) {
+                          const auto rows = tx.exec_params(
+                              "UPDATE " + res.table +
+                                  " SET name = $3 WHERE id = $1 AND org_id = $2 RETURNING " +
+                                  columns(res),
+                              id, ctx.org_id, name);
+                          if (rows.empty()) return http::not_found();
+                          tx.commit();
+                          return json_response(200, row_json(rows[0], res.optional_placement));
+                        });
             });
 
   add_route(router, services, "DELETE", item_route, Access::kAdmin,
             [&services, res](http::Request& req, const auth::SessionContext& ctx,
                              http::Responder respond) {
-              const std::string id = req.path_params.at(res.id_param);
-              const std::string parent =
-                  res.parent_param.empty() ? "" : req.path_params.at(res.parent_param);
-              if (!is_uuid(id)) return respond(http::not_found());
-              db_respond(services, respond, [res, ctx, id, parent](pqxx::connection_base& c) {
-                pqxx::work tx(c);
-                if (!parent_exists(tx, res, ctx.org_id, parent)) return http::not_found();
-                const auto rows = tx.exec_params(
-                    "DELETE FROM " + res.table + " WHERE id = $1 AND org_id = $2 RETURNING id", id,
-                    ctx.org_id);
-                if (rows.empty()) return http::not_found();
-                tx.commit();
-                return http::Response::empty(204);
-              });
+              with_item(services, res, req, ctx, std::move(respond),
+                        [res, ctx](pqxx::work& tx, const std::string& id) {
+                          const auto rows = tx.exec_params("DELETE FROM " + res.table +
+                                                               " WHERE id = $1 AND org_id = $2"
+                                                               " RETURNING id",
+                                                           id, ctx.org_id);
+                          if (rows.empty()) return http::not_found();
+                          tx.commit();
+                          return http::Response::empty(204);
+                        });
             });
 }
 

@@ -40,6 +40,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       : options(std::move(o)), router(r), metrics(m) {}
 
   void accept();
+  /// Stops accepting and closes connections: idle ones (drain) or all of them (force).
+  void close_listener_and_visit_sessions(bool force);
   void register_session(Session* s, const std::shared_ptr<Session>& sp);
   void unregister_session(Session* s);
 
@@ -383,22 +385,27 @@ Expected<uint16_t> Server::start() {
   return port;
 }
 
-void Server::begin_drain() {
-  impl_->draining = true;
-  net::post(impl_->ioc, [impl = impl_] {
+void Server::Impl::close_listener_and_visit_sessions(bool force) {
+  draining = true;
+  net::post(ioc, [self = shared_from_this()] {
     beast::error_code ec;
-    impl->acceptor.close(ec);
-    impl->accept_backoff.cancel();
+    self->acceptor.close(ec);
+    self->accept_backoff.cancel();
   });
   std::vector<std::shared_ptr<Session>> live;
   {
-    std::lock_guard lock(impl_->sessions_mutex);
-    for (auto& [raw, weak] : impl_->sessions) {
+    std::lock_guard lock(sessions_mutex);
+    for (auto& [raw, weak] : sessions) {
       if (auto s = weak.lock()) live.push_back(std::move(s));
     }
   }
-  for (auto& s : live)
-    net::post(s->executor(), [s] { s->on_drain(); });
+  for (auto& s : live) {
+    net::post(s->executor(), [s, force] { force ? s->force_close() : s->on_drain(); });
+  }
+}
+
+void Server::begin_drain() {
+  impl_->close_listener_and_visit_sessions(false);
 }
 
 bool Server::wait_drained(std::chrono::milliseconds limit) {
@@ -412,22 +419,8 @@ bool Server::wait_drained(std::chrono::milliseconds limit) {
 
 void Server::stop() {
   if (!impl_ || impl_->threads.empty()) return;
-  impl_->draining = true;
-  net::post(impl_->ioc, [impl = impl_] {
-    beast::error_code ec;
-    impl->acceptor.close(ec);
-    impl->accept_backoff.cancel();
-  });
-  std::vector<std::shared_ptr<Session>> live;
-  {
-    std::lock_guard lock(impl_->sessions_mutex);
-    for (auto& [raw, weak] : impl_->sessions) {
-      if (auto sp = weak.lock()) live.push_back(std::move(sp));
-    }
-  }
-  for (auto& sp : live)
-    net::post(sp->executor(), [sp] { sp->force_close(); });
-  live.clear();
+  // Idle or not, every connection closes now; handlers still running finish into the void.
+  impl_->close_listener_and_visit_sessions(true);
   impl_->work.reset();
   wait_drained(milliseconds(2000));
   impl_->ioc.stop();
