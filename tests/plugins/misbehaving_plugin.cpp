@@ -1,0 +1,143 @@
+// A plugin built on helm/plugin.hpp whose operations fail in every way the SDK must contain, and
+// which exercises the host services through the SDK's wrappers. With HELM_TEST_FAIL_CREATE its
+// constructor throws, so create() fails.
+//
+// Configuration: {"fail_start": bool, "threshold": integer}.
+// Operations:
+//   ok                  completes {"ok": true}
+//   context             completes {"input", "organization_id", "org_config", "call_id"}
+//   throw.std           throws std::runtime_error
+//   throw.unknown       throws an int
+//   throw.failure       throws helm::sdk::Failure(kNotFound, ...)
+//   complete.then.throw completes {"ok": true}, then throws
+//   drop                returns without completing (the Call is dropped)
+//   drop.later          drops the Call on another thread after 20 ms
+//   host.log            logs "hello from the plugin", completes {}
+//   host.kv             stores input.value under input.key, reads it back, completes {"value"}
+//   host.secret         releases secret input.name, completes {"length"} (never the value)
+//   host.timer          schedules a 1 ms timer and completes from its callback {"timer": status}
+#include <helm/plugin.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+
+namespace {
+
+using helm::sdk::Call;
+using helm::sdk::Config;
+using helm::sdk::Error;
+using helm::sdk::Host;
+using helm::sdk::Result;
+using helm::sdk::Status;
+
+class MisbehavingPlugin final : public helm::sdk::Plugin {
+ public:
+  MisbehavingPlugin(Host host, const Config& config)
+      : Plugin(host),
+        fail_start_(config.get_or<bool>("fail_start", false)),
+        threshold_(config.get_or<int>("threshold", 0)) {
+#ifdef HELM_TEST_FAIL_CREATE
+    throw std::runtime_error("cannot open the widget socket");
+#endif
+  }
+
+  ~MisbehavingPlugin() override {
+    const std::lock_guard<std::mutex> lock(dropper_mutex_);
+    if (dropper_.joinable()) dropper_.join();
+  }
+
+  Result<void> start() override {
+    if (fail_start_) return Error{Status::kUnavailable, "the widget service is down"};
+    return {};
+  }
+
+  Result<void> configure(const Config& config) override {
+    threshold_ = config.get<int>("threshold");
+    return {};
+  }
+
+  void invoke(Call call) override {
+    const std::string& op = call.op();
+    if (op == "ok") {
+      call.complete({{"ok", true}, {"threshold", threshold_.load()}});
+    } else if (op == "context") {
+      call.complete({{"input", call.input()},
+                     {"organization_id", call.organization_id()},
+                     {"org_config", call.org_config().json()},
+                     {"call_id", call.id()}});
+    } else if (op == "throw.std") {
+      throw std::runtime_error("boom");
+    } else if (op == "throw.unknown") {
+      throw 42;
+    } else if (op == "throw.failure") {
+      throw helm::sdk::Failure(Status::kNotFound, "no such widget");
+    } else if (op == "complete.then.throw") {
+      call.complete({{"ok", true}});
+      throw std::logic_error("thrown after completing");
+    } else if (op == "drop") {
+      return;
+    } else if (op == "drop.later") {
+      const std::lock_guard<std::mutex> lock(dropper_mutex_);
+      if (dropper_.joinable()) dropper_.join();
+      dropper_ = std::thread([dropped = std::move(call)]() mutable {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        Call gone = std::move(dropped);
+      });
+    } else if (op == "host.log") {
+      host().info("hello from the plugin");
+      call.complete(nlohmann::json::object());
+    } else if (op == "host.kv") {
+      const std::string key = call.input().at("key").get<std::string>();
+      const std::string value = call.input().at("value").get<std::string>();
+      const Result<void> put = host().kv_put(call.organization_id(), key, value);
+      if (!put) {
+        call.fail(put.error());
+        return;
+      }
+      const Result<std::optional<std::string>> got = host().kv_get(call.organization_id(), key);
+      if (!got) {
+        call.fail(got.error());
+        return;
+      }
+      call.complete({{"value", got.value() ? nlohmann::json(*got.value()) : nullptr}});
+    } else if (op == "host.secret") {
+      Result<helm::sdk::SecretLease> lease =
+          host().release_secret(call.session(), call.input().at("name").get<std::string>());
+      if (!lease) {
+        call.fail(lease.error());
+        return;
+      }
+      const std::size_t length = lease.value().view().size();
+      lease.value().reset();  // before completing, as the ABI asks
+      call.complete({{"length", length}});
+    } else if (op == "host.timer") {
+      const Result<std::uint64_t> timer =
+          host().schedule(std::chrono::milliseconds(1), [call](Status status) mutable {
+            call.complete({{"timer", helm::sdk::to_string(status)}});
+          });
+      if (!timer) call.fail(timer.error());
+    } else {
+      call.fail(Status::kUnsupported, "no operation \"" + op + "\"");
+    }
+  }
+
+ private:
+  const bool fail_start_;
+  std::atomic<int> threshold_;
+  std::mutex dropper_mutex_;  // guards dropper_
+  std::thread dropper_;
+};
+
+}  // namespace
+
+#ifdef HELM_TEST_FAIL_CREATE
+HELM_EXPORT_PLUGIN(MisbehavingPlugin, "test-failing-create")
+#else
+HELM_EXPORT_PLUGIN(MisbehavingPlugin, "test-misbehaving")
+#endif
