@@ -9,6 +9,7 @@
 #include "helm/hub/admin.hpp"
 #include "helm/hub/build_info.hpp"
 #include "helm/hub/hub.hpp"
+#include "helm/secrets/vault_cli.hpp"
 
 namespace {
 
@@ -17,6 +18,10 @@ constexpr std::string_view kUsage = R"(usage:
                  [--log-level debug|info|warn|error]
   helm-hub admin bootstrap (--data-dir DIR | --database-url URL) --org NAME --email EMAIL
                            --password-stdin
+  helm-hub vault rotate-master --new-key-file FILE (--data-dir DIR | --database-url URL)
+                               [--master-key-file OLD]
+  helm-hub vault rotate-org-key --org ID (--data-dir DIR | --database-url URL)
+  helm-hub audit verify (--data-dir DIR | --database-url URL)
   helm-hub version
   helm-hub help
 
@@ -74,6 +79,8 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
   if (command == "serve") return serve_command(args);
   if (command == "admin") return helm::hub::admin_command(args);
+  if (command == "vault") return helm::secrets::vault_command(args);
+  if (command == "audit") return helm::secrets::audit_command(args);
   if (command == "version" || command == "--version") {
     std::cout << "helm-hub " << helm::hub::kVersion << " (" << helm::hub::kGitCommit << ")\n";
     return 0;

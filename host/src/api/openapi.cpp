@@ -6,6 +6,7 @@
 #include "helm/api/identity_routes.hpp"
 #include "helm/http/router.hpp"
 #include "helm/hub/build_info.hpp"
+#include "helm/secrets/secret_routes.hpp"
 
 namespace helm::api {
 namespace {
@@ -64,6 +65,10 @@ const std::map<std::string, std::string>& summaries() {
       {"GET /api/v1/orgs/{org}/acl-policy", "The organization's ACL policy (with ETag)"},
       {"PUT /api/v1/orgs/{org}/acl-policy",
        "Replace the ACL policy; its tests must pass (If-Match for safe updates)"},
+      {"PUT /api/v1/orgs/{org}/secrets/{name...}",
+       "Store a new version of a secret {\"value\"}; the value is never returned"},
+      {"GET /api/v1/orgs/{org}/secrets", "List secrets: names, versions, timestamps (no values)"},
+      {"DELETE /api/v1/orgs/{org}/secrets/{name...}", "Delete every version of a secret"},
   };
   return table;
 }
@@ -198,6 +203,7 @@ void add_api_routes(http::Router& router, Services& services) {
   add_identity_routes(router, services);
   add_tenancy_routes(router, services);
   add_access_routes(router, services);
+  secrets::add_secret_routes(router, services);
   add_route(router, services, "GET", "/api/v1/openapi.json", Access::kPublic,
             [&router](http::Request&, const auth::SessionContext&, http::Responder respond) {
               respond(json_response(200, build_openapi(router)));

@@ -112,6 +112,12 @@ std::vector<Key> build_keys() {
       "identity.password_memlimit_kib",
       [](HubConfig& c, uint64_t v) { c.identity.password_memlimit_kib = static_cast<uint32_t>(v); },
       4u << 20);
+  str("vault.master_key_file",
+      [](HubConfig& c, const std::string& v) { c.vault.master_key_file = v; });
+  boolean("vault.dev_master_key", [](HubConfig& c, bool v) { c.vault.dev_master_key = v; });
+  u32(
+      "vault.keep_versions",
+      [](HubConfig& c, uint64_t v) { c.vault.keep_versions = static_cast<uint32_t>(v); }, 1000);
   u32("shutdown_grace_ms",
       [](HubConfig& c, uint64_t v) { c.shutdown_grace_ms = static_cast<uint32_t>(v); });
   return keys;
@@ -340,6 +346,7 @@ Expected<HubConfig> load(const CommandLineOverrides& cli,
     return Error{
         "identity.password_opslimit must be at least 1 and password_memlimit_kib at least 8"};
   }
+  if (cfg.vault.keep_versions < 1) return Error{"vault.keep_versions must be at least 1"};
   if (cfg.identity.session_idle_timeout_s < 1 || cfg.identity.session_absolute_timeout_s < 1) {
     return Error{"identity session timeouts must be at least 1 second"};
   }

@@ -24,6 +24,9 @@
 #include "helm/hub/data_dir.hpp"
 #include "helm/log/logger.hpp"
 #include "helm/metrics/registry.hpp"
+#include "helm/secrets/master_keyring.hpp"
+#include "helm/secrets/secret_routes.hpp"
+#include "helm/secrets/secret_service.hpp"
 #include "helm/storage/db_pool.hpp"
 #include "helm/storage/embedded_postgres.hpp"
 #include "helm/storage/migrations.hpp"
@@ -157,6 +160,7 @@ int serve(const config::HubConfig& cfg) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);  // re-read the vault master key file
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
@@ -205,6 +209,25 @@ int serve(const config::HubConfig& cfg) {
   log::info("database schema ready",
             {{"schema_version", report->schema_version}, {"applied", report->applied}});
 
+  // The vault's master key: loaded before anything serves, refused unless it is the key the
+  // database's data keys were wrapped with.
+  auto key_source = secrets::resolve_master_key_source(
+      cfg, data_dir.string(),
+      std::getenv(std::string(vault::kMasterKeyEnvVar).c_str()) != nullptr);
+  if (!key_source) return fail(key_source.error().message);
+  auto keyring = secrets::MasterKeyring::load(*key_source, true);
+  if (!keyring) return fail("cannot load the vault master key: " + keyring.error().message);
+  try {
+    pqxx::connection conn(conninfo);
+    auto checked =
+        secrets::check_master_key(conn, *(*keyring)->current(), (*keyring)->describe());
+    if (!checked) return fail(checked.error().message);
+  } catch (const std::exception& e) {
+    return fail(std::string("cannot check the vault master key: ") + e.what());
+  }
+  log::info("vault master key loaded", {{"source", (*keyring)->describe()},
+                                        {"check_value", (*keyring)->current()->check_value()}});
+
   storage::DbPool pool({.conninfo = conninfo, .size = cfg.database.pool_size});
   metrics::Registry registry;
   http::Router router;
@@ -218,6 +241,10 @@ int serve(const config::HubConfig& cfg) {
                          cpu,
                          {.opslimit = cfg.identity.password_opslimit,
                           .memlimit_bytes = uint64_t{cfg.identity.password_memlimit_kib} * 1024}};
+  secrets::SecretService secret_service(
+      pool, auth_service, *keyring,
+      {.keep_versions = static_cast<int>(cfg.vault.keep_versions)});
+  secrets::SecretServiceBinding secret_binding(services, secret_service);
   api::add_api_routes(router, services);
 
   http::Server server({cfg.api, cert_file, key_file}, router, registry);
@@ -246,7 +273,14 @@ int serve(const config::HubConfig& cfg) {
             << std::endl;
 
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (sigwait(&stop_signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    if (auto st = (*keyring)->reload(); !st) {
+      log::warn("SIGHUP: vault master key not re-read", {{"error", st.error().message}});
+    } else {
+      log::info("SIGHUP: vault master key re-read",
+                {{"check_value", (*keyring)->current()->check_value()}});
+    }
+  }
   log::info("stopping: draining connections",
             {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"},
              {"grace_ms", cfg.shutdown_grace_ms}});

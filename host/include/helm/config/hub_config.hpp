@@ -46,12 +46,19 @@ struct IdentityConfig {
   uint32_t password_memlimit_kib = 65536;  ///< argon2id memory; with 2 passes about 0.25 s here
 };
 
+struct VaultConfig {
+  std::string master_key_file;  ///< 0600 key file; empty: HELM_MASTER_KEY, else a dev key
+  bool dev_master_key = false;  ///< use DATA_DIR/master.key even when HELM_MASTER_KEY is set
+  uint32_t keep_versions = 5;   ///< versions kept per secret
+};
+
 struct HubConfig {
   std::string data_dir;
   std::string log_level = "info";
   ApiConfig api;
   DatabaseConfig database;
   IdentityConfig identity;
+  VaultConfig vault;
   uint32_t shutdown_grace_ms = 10'000;
 };
 
