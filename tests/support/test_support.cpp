@@ -23,6 +23,15 @@
 namespace helm::test {
 namespace fs = std::filesystem;
 
+namespace {
+// A test that writes to a connection the hub just closed (that is often the point) must get
+// EPIPE back, not die of SIGPIPE.
+const bool kSigpipeIgnored = [] {
+  ::signal(SIGPIPE, SIG_IGN);
+  return true;
+}();
+}  // namespace
+
 TempDir::TempDir(const std::string& prefix) {
   std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
