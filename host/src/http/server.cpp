@@ -421,8 +421,14 @@ void Server::stop() {
   if (!impl_ || impl_->threads.empty()) return;
   // Idle or not, every connection closes now; handlers still running finish into the void.
   impl_->close_listener_and_visit_sessions(true);
+  // Let the I/O threads run out of work by themselves: every handler (each holding the server
+  // or a connection) then completes and nothing is left queued. Only a handler that will not
+  // finish in time is abandoned by stopping the context.
   impl_->work.reset();
-  wait_drained(milliseconds(2000));
+  const auto deadline = std::chrono::steady_clock::now() + milliseconds(2000);
+  while (!impl_->ioc.stopped() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
   impl_->ioc.stop();
   for (auto& t : impl_->threads) {
     if (t.joinable()) t.join();
