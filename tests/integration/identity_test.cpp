@@ -5,6 +5,7 @@
 #include <ctime>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
 #include <set>
 #include <thread>
 
@@ -452,6 +453,48 @@ TEST_F(Identity, MandatoryTotpKeepsAdminsOutUntilTheyEnroll) {
   ASSERT_EQ(call("PATCH", "/api/v1/orgs/" + org_b_, owner_b_, {{"require_totp_for_admins", false}})
                 .status,
             204);
+}
+
+TEST_F(Identity, MutationsAndLoginsAreInTheVerifiedAuditLog) {
+  auto created =
+      call("POST", "/api/v1/orgs/" + org_a_ + "/clients", owner_a_, {{"name", "Audited"}});
+  ASSERT_EQ(created.status, 201);
+  EXPECT_EQ(call("POST", "/api/v1/orgs/" + org_a_ + "/clients", tokens_.at("readonly"),
+                 {{"name", "Refused"}})
+                .status,
+            403);
+  const std::string owner_id = json::parse(call("GET", "/api/v1/me", owner_a_).body)["id"];
+  pqxx::connection conn(storage::EmbeddedPostgres::connection_string_for(dir_->path()));
+  std::vector<std::tuple<std::string, std::string, std::string>> rows;
+  // The route layer writes after answering: give it a moment.
+  for (int i = 0; i < 50 && rows.size() < 2; ++i) {
+    rows.clear();
+    pqxx::work tx(conn);
+    for (const auto& r : tx.exec("SELECT actor, action, outcome FROM audit_log"
+                                 " WHERE action = 'post.orgs.org.clients'"
+                                 " ORDER BY seq")) {
+      rows.emplace_back(r[0].c_str(), r[1].c_str(), r[2].c_str());
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_GE(rows.size(), 2u);
+  EXPECT_TRUE(std::any_of(rows.begin(), rows.end(), [&](const auto& r) {
+    return std::get<0>(r) == owner_id && std::get<2>(r) == "allowed";
+  }));
+  EXPECT_TRUE(std::any_of(rows.begin(), rows.end(),
+                          [&](const auto& r) { return std::get<2>(r) == "denied"; }));
+  {
+    pqxx::work tx(conn);
+    EXPECT_GE(
+        tx.exec1("SELECT count(*) FROM audit_log WHERE action = 'post.auth.login'")[0].as<int>(),
+        4);
+  }
+  std::string out;
+  const int rc = run_command(hub_binary() + " audit verify --data-dir " + dir_->path() + " > " +
+                             dir_->file("verify.out") + " 2>&1");
+  out = read_file(dir_->file("verify.out"));
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("OK"), std::string::npos) << out;
 }
 
 TEST(IdentityTimeouts, AnIdleSessionExpires) {

@@ -5,6 +5,7 @@
 #include "helm/auth/auth_service.hpp"
 #include "helm/http/router.hpp"
 #include "helm/log/logger.hpp"
+#include "helm/secrets/audit_log.hpp"
 #include "helm/storage/db_pool.hpp"
 
 namespace helm::api {
@@ -78,26 +79,69 @@ const std::vector<std::tuple<std::string, std::string, Access>>& registered_acce
   return access_table();
 }
 
+// "POST /api/v1/orgs/{org}/clients" → "post.orgs.org.clients": the audit log's action names
+// are [a-z0-9._-].
+std::string audit_action(const std::string& method, const std::string& route) {
+  std::string out;
+  for (char c : method)
+    out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  std::string_view r = route;
+  if (r.starts_with("/api/v1")) r.remove_prefix(7);
+  for (char c : r) {
+    if (c == '/') {
+      out.push_back('.');
+    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-') {
+      out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+  }
+  return out;
+}
+
+// Wraps `respond` so the answer is also written to the audit log (after it is sent: the record
+// says what the caller was told).
+http::Responder audited(Services& services, const http::Request& req,
+                        const auth::SessionContext& ctx, http::Responder respond) {
+  return [&services, respond = std::move(respond), route = req.route, method = req.method,
+          path = req.path, source = req.remote_address, ctx](http::Response response) {
+    const int status = response.status;
+    respond(std::move(response));
+    auto record = secrets::audit_record(ctx, audit_action(method, route),
+                                        status < 400   ? vault::AuditOutcome::kAllowed
+                                        : status < 500 ? vault::AuditOutcome::kDenied
+                                                       : vault::AuditOutcome::kFailed);
+    if (ctx.principal_id.empty()) record.actor = "anonymous";
+    record.extra = {
+        {"route", method + " " + route}, {"path", path}, {"status", status}, {"source", source}};
+    secrets::audit(services.pool, std::move(record));
+  };
+}
+
 void add_route(http::Router& router, Services& services, std::string method, std::string pattern,
-               Access access, AuthedHandler handler) {
+               Access access, AuthedHandler handler, AuditMode audit) {
   access_table().emplace_back(method, pattern, access);
+  const bool audit_here = audit == AuditMode::kAfterResponse && method != "GET" && method != "HEAD";
   if (access == Access::kPublic) {
     router.add(std::move(method), std::move(pattern),
-               [handler = std::move(handler)](http::Request& req, http::Responder respond) {
-                 handler(req, auth::SessionContext{}, std::move(respond));
+               [&services, audit_here, handler = std::move(handler)](http::Request& req,
+                                                                     http::Responder respond) {
+                 const auth::SessionContext nobody;
+                 handler(req, nobody,
+                         audit_here ? audited(services, req, nobody, std::move(respond))
+                                    : std::move(respond));
                });
     return;
   }
   router.add(
       std::move(method), std::move(pattern),
-      [&services, access, handler = std::move(handler)](http::Request& req,
-                                                        http::Responder respond) {
+      [&services, access, audit_here, handler = std::move(handler)](http::Request& req,
+                                                                    http::Responder respond) {
         const auto token = bearer(req);
         if (token.empty()) {
           return respond(unauthorized("Send 'Authorization: Bearer <token>' (log in first)."));
         }
-        services.auth.authenticate(token, [&req, access, handler,
-                                           respond](auth::AuthResult result) {
+        services.auth.authenticate(token, [&services, &req, access, audit_here, handler,
+                                           respond = std::move(respond)](
+                                              auth::AuthResult result) mutable {
           if (auto* failure = std::get_if<auth::AuthFailure>(&result)) {
             if (*failure == auth::AuthFailure::kDatabaseUnavailable) {
               return respond(http::database_unavailable());
@@ -105,6 +149,9 @@ void add_route(http::Router& router, Services& services, std::string method, std
             return respond(unauthorized("The token is unknown, expired or revoked; log in again."));
           }
           const auto& ctx = std::get<auth::SessionContext>(result);
+          // From here on the caller is known: refusals are audited as well as what the handler
+          // answers (unauthenticated noise is not, so it cannot flood the log).
+          if (audit_here) respond = audited(services, req, ctx, std::move(respond));
           if (auto org = req.path_params.find("org"); org != req.path_params.end()) {
             if (org->second != ctx.org_id) return respond(http::not_found());
           }

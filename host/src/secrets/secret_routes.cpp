@@ -117,7 +117,8 @@ void add_secret_routes(http::Router& router, api::Services& services) {
                                           {"actor", ctx.principal_id}});
               return http::Response::empty(204);
             });
-      });
+      },
+      api::AuditMode::kByHandler);  // the handler records the change in its own transaction
 
   api::add_route(
       router, services, "GET", "/api/v1/orgs/{org}/secrets", api::Access::kAdmin,
@@ -191,7 +192,8 @@ void add_secret_routes(http::Router& router, api::Services& services) {
                                            {"actor", ctx.principal_id}});
               return http::Response::empty(204);
             });
-      });
+      },
+      api::AuditMode::kByHandler);  // the handler records the change in its own transaction
 }
 
 }  // namespace helm::secrets

@@ -54,11 +54,18 @@ enum class Access {
 using AuthedHandler =
     std::function<void(http::Request&, const auth::SessionContext&, http::Responder)>;
 
+/// How a mutation reaches the audit log.
+enum class AuditMode {
+  kAfterResponse,  ///< the route layer records caller, session, route and outcome
+  kByHandler,      ///< the handler writes its own record inside its transaction
+};
+
 /// Registers a route that authenticates the bearer token (401), checks that an `{org}` path
 /// parameter is the caller's own organization (404 otherwise, revealing nothing) and then the
-/// access level (403).
+/// access level (403). Mutations (every method but GET and HEAD) of authenticated callers, and
+/// logins, are written to the audit log with their outcome.
 void add_route(http::Router& router, Services& services, std::string method, std::string pattern,
-               Access access, AuthedHandler handler);
+               Access access, AuthedHandler handler, AuditMode audit = AuditMode::kAfterResponse);
 
 /// The access level every registered route requires, for the RBAC tests and the OpenAPI check.
 const std::vector<std::tuple<std::string, std::string, Access>>& registered_access();
