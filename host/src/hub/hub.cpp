@@ -212,15 +212,13 @@ int serve(const config::HubConfig& cfg) {
   // The vault's master key: loaded before anything serves, refused unless it is the key the
   // database's data keys were wrapped with.
   auto key_source = secrets::resolve_master_key_source(
-      cfg, data_dir.string(),
-      std::getenv(std::string(vault::kMasterKeyEnvVar).c_str()) != nullptr);
+      cfg, data_dir.string(), std::getenv(std::string(vault::kMasterKeyEnvVar).c_str()) != nullptr);
   if (!key_source) return fail(key_source.error().message);
   auto keyring = secrets::MasterKeyring::load(*key_source, true);
   if (!keyring) return fail("cannot load the vault master key: " + keyring.error().message);
   try {
     pqxx::connection conn(conninfo);
-    auto checked =
-        secrets::check_master_key(conn, *(*keyring)->current(), (*keyring)->describe());
+    auto checked = secrets::check_master_key(conn, *(*keyring)->current(), (*keyring)->describe());
     if (!checked) return fail(checked.error().message);
   } catch (const std::exception& e) {
     return fail(std::string("cannot check the vault master key: ") + e.what());
@@ -242,8 +240,7 @@ int serve(const config::HubConfig& cfg) {
                          {.opslimit = cfg.identity.password_opslimit,
                           .memlimit_bytes = uint64_t{cfg.identity.password_memlimit_kib} * 1024}};
   secrets::SecretService secret_service(
-      pool, auth_service, *keyring,
-      {.keep_versions = static_cast<int>(cfg.vault.keep_versions)});
+      pool, auth_service, *keyring, {.keep_versions = static_cast<int>(cfg.vault.keep_versions)});
   secrets::SecretServiceBinding secret_binding(services, secret_service);
   api::add_api_routes(router, services);
 

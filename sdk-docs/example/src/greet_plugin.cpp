@@ -1,6 +1,7 @@
-// example-greet: one operation, "greet", that answers {"message": "<greeting>, <name><punctuation>"}.
-// The greeting is each organization's own setting (org_config_schema); the punctuation is the
-// hub-wide setting (config_schema), which the hub may change at run time through configure().
+// example-greet: one operation, "greet", that answers {"message": "<greeting>,
+// <name><punctuation>"}. The greeting is each organization's own setting (org_config_schema); the
+// punctuation is the hub-wide setting (config_schema), which the hub may change at run time through
+// configure().
 #include <helm/plugin.hpp>
 
 #include <mutex>
