@@ -6,6 +6,7 @@
 #include "helm/api/identity_routes.hpp"
 #include "helm/http/router.hpp"
 #include "helm/hub/build_info.hpp"
+#include "helm/plugins/plugin_routes.hpp"
 #include "helm/secrets/secret_routes.hpp"
 
 namespace helm::api {
@@ -69,6 +70,9 @@ const std::map<std::string, std::string>& summaries() {
        "Store a new version of a secret {\"value\"}; the value is never returned"},
       {"GET /api/v1/orgs/{org}/secrets", "List secrets: names, versions, timestamps (no values)"},
       {"DELETE /api/v1/orgs/{org}/secrets/{name...}", "Delete every version of a secret"},
+      {"GET /api/v1/plugins",
+       "Installed plugins and their state (hub operators also see signer, config, last error)"},
+      {"GET /api/v1/plugins/{name}", "One plugin: manifest, state, signer, last error"},
   };
   return table;
 }
@@ -204,6 +208,7 @@ void add_api_routes(http::Router& router, Services& services) {
   add_tenancy_routes(router, services);
   add_access_routes(router, services);
   secrets::add_secret_routes(router, services);
+  plugins::add_plugin_routes(router, services);
   add_route(router, services, "GET", "/api/v1/openapi.json", Access::kPublic,
             [&router](http::Request&, const auth::SessionContext&, http::Responder respond) {
               respond(json_response(200, build_openapi(router)));

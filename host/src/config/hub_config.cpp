@@ -118,6 +118,10 @@ std::vector<Key> build_keys() {
   u32(
       "vault.keep_versions",
       [](HubConfig& c, uint64_t v) { c.vault.keep_versions = static_cast<uint32_t>(v); }, 1000);
+  str("plugins.path", [](HubConfig& c, const std::string& v) { c.plugins.path = v; });
+  boolean("plugins.allow_unsigned", [](HubConfig& c, bool v) { c.plugins.allow_unsigned = v; });
+  str("plugins.trusted_keys_file",
+      [](HubConfig& c, const std::string& v) { c.plugins.trusted_keys_file = v; });
   u32("shutdown_grace_ms",
       [](HubConfig& c, uint64_t v) { c.shutdown_grace_ms = static_cast<uint32_t>(v); });
   return keys;

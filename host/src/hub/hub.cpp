@@ -24,6 +24,8 @@
 #include "helm/hub/data_dir.hpp"
 #include "helm/log/logger.hpp"
 #include "helm/metrics/registry.hpp"
+#include "helm/plugins/plugin_manager.hpp"
+#include "helm/plugins/plugin_routes.hpp"
 #include "helm/secrets/master_keyring.hpp"
 #include "helm/secrets/secret_routes.hpp"
 #include "helm/secrets/secret_service.hpp"
@@ -244,6 +246,16 @@ int serve(const config::HubConfig& cfg) {
   secrets::SecretServiceBinding secret_binding(services, secret_service);
   api::add_api_routes(router, services);
 
+  // Plugins: loaded and started before the API serves, so the list is complete from the start.
+  // A plugin that fails is recorded as failed; the hub serves regardless.
+  plugins::PluginManager plugin_manager(
+      {.search_path = plugins::plugin_search_path(cfg.plugins.path),
+       .trusted_keys_file = cfg.plugins.trusted_keys_file,
+       .allow_unsigned = cfg.plugins.allow_unsigned,
+       .staging_root = data_dir / "plugin-staging"});
+  plugin_manager.start();
+  plugins::PluginManagerBinding plugin_binding(services, plugin_manager);
+
   http::Server server({cfg.api, cert_file, key_file}, router, registry);
   add_collectors(registry, pool, server);
   auto port = server.start();
@@ -286,6 +298,8 @@ int serve(const config::HubConfig& cfg) {
     log::warn("grace period over; closing the remaining connections");
   }
   server.stop();
+  log::info("stopping plugins");
+  plugin_manager.shutdown();
   cpu.stop();
   pool.stop();
   if (embedded) embedded->stop();

@@ -52,6 +52,13 @@ struct VaultConfig {
   uint32_t keep_versions = 5;   ///< versions kept per secret
 };
 
+struct PluginsConfig {
+  std::string path;               ///< colon-separated; empty: <binary dir>/../plugins and the
+                                  ///< installed /usr/lib/helm-hub/plugins
+  bool allow_unsigned = false;    ///< development only: load plugins without a signature
+  std::string trusted_keys_file;  ///< publisher keys ("helm-ed25519:..."), one per line
+};
+
 struct HubConfig {
   std::string data_dir;
   std::string log_level = "info";
@@ -59,6 +66,7 @@ struct HubConfig {
   DatabaseConfig database;
   IdentityConfig identity;
   VaultConfig vault;
+  PluginsConfig plugins;
   uint32_t shutdown_grace_ms = 10'000;
 };
 
