@@ -11,6 +11,6 @@ cmake --build --preset release --target helm-hub
 if [[ -z "${HELM_DATA_DIR:-}" ]]; then
   if [[ $(id -u) -eq 0 ]]; then HELM_DATA_DIR=/var/lib/helm-hub; else HELM_DATA_DIR="$HOME/.local/share/helm-hub"; fi
 fi
-export HELM_PLUGINS_ALLOW_UNSIGNED=true  # development run: load the unsigned example-echo
+export HELM_PLUGINS_ALLOW_UNSIGNED=${HELM_PLUGINS_ALLOW_UNSIGNED:-true}  # development run: the in-tree example-echo is unsigned
 echo "run.sh: starting helm-hub with data dir $HELM_DATA_DIR"
 exec "$root/build/release/host/helm-hub" serve --data-dir "$HELM_DATA_DIR" "$@"
