@@ -146,6 +146,13 @@ void add_collectors(metrics::Registry& registry, storage::DbPool& pool, http::Se
   });
 }
 
+// This binary's path, for commands the banner suggests.
+std::string self_path() {
+  std::error_code ec;
+  const auto p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("helm-hub") : p.string();
+}
+
 std::string url_host(const std::string& host) {
   if (host == "0.0.0.0") return "127.0.0.1";
   if (host == "::") return "[::1]";
@@ -275,9 +282,14 @@ int serve(const config::HubConfig& cfg) {
             << "  data dir     " << data_dir.string()
             << (embedded ? "  (embedded PostgreSQL)" : "  (external PostgreSQL)") << "\n\n"
             << "Next:\n"
-            << "  curl --cacert " << cert_file << " " << url << "/healthz\n"
             << "  curl --cacert " << cert_file << " " << url << "/readyz\n"
-            << "  curl --cacert " << cert_file << " " << url << "/metrics\n"
+            << "  # first organization and owner (once; works while the hub runs):\n"
+            << "  echo 'a long password' | " << self_path() << " admin bootstrap --data-dir "
+            << data_dir.string() << " --org 'My MSP' --email owner@example.com --password-stdin\n"
+            << "  curl --cacert " << cert_file << " " << url
+            << "/api/v1/auth/login -d '{\"email\":\"owner@example.com\",\"password\":\"a long "
+               "password\"}'\n"
+            << "  API reference: " << url << "/api/v1/openapi.json\n"
             << "Stop with Ctrl-C (or SIGTERM): connections drain, then the database stops.\n"
             << std::endl;
 
