@@ -47,10 +47,19 @@ class PluginManagerHub : public ::testing::Test {
     write_file(extra_ + "/missing-library/manifest.json", json{{"name", "missing-library"},
                                                                {"version", "1.0.0"},
                                                                {"abi", "1.0"},
-                                                               {"kind", "x-test"},
+                                                               {"kind", "x-test-plugin"},
                                                                {"library", "missing-library.so"},
                                                                {"operations", json::object()}}
                                                               .dump());
+    // Valid JSON whose kind the manifest schema does not allow.
+    std::filesystem::create_directories(extra_ + "/bad-kind");
+    write_file(extra_ + "/bad-kind/manifest.json", json{{"name", "bad-kind"},
+                                                        {"version", "1.0.0"},
+                                                        {"abi", "1.0"},
+                                                        {"kind", "Not A Kind"},
+                                                        {"library", "bad-kind.so"},
+                                                        {"operations", json::object()}}
+                                                       .dump());
     std::string out;
     ASSERT_EQ(bootstrap(data_dir_, &out), 0) << out;
   }
@@ -128,6 +137,11 @@ TEST_F(PluginManagerHub, LoadsExampleEchoListsBrokenPluginsAndHidesDetailsFromOt
   EXPECT_EQ(missing["state"], "failed");
   EXPECT_NE(missing["last_error"].get<std::string>().find("missing-library.so"), std::string::npos)
       << missing;
+
+  const json bad_kind = by_name(list, "bad-kind");
+  ASSERT_TRUE(bad_kind.is_object()) << list.body;
+  EXPECT_EQ(bad_kind["state"], "failed");
+  EXPECT_NE(bad_kind["last_error"].get<std::string>().find("/kind"), std::string::npos) << bad_kind;
 
   // The hub keeps serving.
   EXPECT_EQ(call(hub, "GET", "/healthz", "").status, 200);

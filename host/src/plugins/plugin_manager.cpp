@@ -9,8 +9,10 @@
 #include <sstream>
 
 #include "helm/log/logger.hpp"
+#include "helm/plugins/manifest.hpp"
 #include "helm/plugins/plugin_instance.hpp"
 #include "helm/plugins/plugin_loader.hpp"
+#include "helm/schema/json_schema.hpp"
 
 namespace helm::plugins {
 namespace fs = std::filesystem;
@@ -23,6 +25,24 @@ struct PluginManager::Entry {
   helm_host_api api{};
   std::unique_ptr<PluginInstance> instance;
 };
+
+namespace {
+
+// Every manifest is checked against the SDK's manifest schema before any plugin code runs.
+std::vector<std::string> validate_manifest(const nlohmann::json& manifest) {
+  static const auto compiled =
+      schema::JsonSchema::compile(nlohmann::json::parse(manifest_schema_text()));
+  if (!compiled)
+    return {"the built-in manifest schema does not compile: " + compiled.error().message};
+  std::vector<std::string> problems;
+  for (const auto& e : compiled.value().validate(manifest)) {
+    problems.push_back((e.instance_path.empty() ? std::string("/") : e.instance_path) + ": " +
+                       e.message);
+  }
+  return problems;
+}
+
+}  // namespace
 
 namespace {
 
@@ -262,6 +282,7 @@ void PluginManager::load_one(const fs::path& directory) {
   }
 
   LoadOptions load_options;
+  load_options.manifest_validator = validate_manifest;
   load_options.trusted_publisher_keys = read_trusted_keys(options_.trusted_keys_file);
   load_options.allow_unsigned = options_.allow_unsigned;
   load_options.staging_root = options_.staging_root;
