@@ -18,6 +18,9 @@ namespace helm::schema::detail {
 
 using NodeId = std::uint32_t;
 
+/// The JSON type of a value as error messages name it ("string", "number", "object" …).
+std::string json_type_name(const nlohmann::json& value);
+
 /// Bits of SchemaNode::types; kInteger is separate because 1.0 is an integer but "number" is not.
 enum TypeBit : unsigned {
   kTypeNull = 1U << 0,

@@ -89,27 +89,6 @@ const json* step(const json& value, const std::string& token) {
   return nullptr;
 }
 
-std::string json_type_name(const json& value) {
-  switch (value.type()) {
-    case json::value_t::null:
-      return "null";
-    case json::value_t::boolean:
-      return "boolean";
-    case json::value_t::object:
-      return "object";
-    case json::value_t::array:
-      return "array";
-    case json::value_t::string:
-      return "string";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float:
-      return "number";
-    default:
-      return "binary";
-  }
-}
-
 bool is_schema_value(const json& value) {
   return value.is_object() || value.is_boolean();
 }
@@ -739,6 +718,27 @@ class SchemaCompiler {
 Result<std::shared_ptr<const JsonSchema::Compiled>> compile_schema(const json& schema,
                                                                    const CompileOptions& options) {
   return SchemaCompiler(options).run(schema);
+}
+
+std::string json_type_name(const json& value) {
+  switch (value.type()) {
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "boolean";
+    case json::value_t::object:
+      return "object";
+    case json::value_t::array:
+      return "array";
+    case json::value_t::string:
+      return "string";
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned:
+    case json::value_t::number_float:
+      return "number";
+    default:
+      return "binary data";
+  }
 }
 
 }  // namespace helm::schema::detail

@@ -67,27 +67,6 @@ std::string escape_pointer_token(std::string_view token) {
   return out;
 }
 
-std::string instance_type_name(const json& value) {
-  switch (value.type()) {
-    case json::value_t::null:
-      return "null";
-    case json::value_t::boolean:
-      return "boolean";
-    case json::value_t::object:
-      return "object";
-    case json::value_t::array:
-      return "array";
-    case json::value_t::string:
-      return "string";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float:
-      return "number";
-    default:
-      return "binary data";
-  }
-}
-
 bool is_integer_value(const json& value) {
   if (value.is_number_integer()) return true;  // both signed and unsigned
   if (!value.is_number_float()) return false;
@@ -336,9 +315,8 @@ class Evaluator {
                      Errors* errors) {
     bool valid = true;
     if (node.types != 0 && !matches_type(node.types, instance)) {
-      valid =
-          report(errors, path, node, "type",
-                 "must be " + describe_types(node.types) + ", got " + instance_type_name(instance));
+      valid = report(errors, path, node, "type",
+                     "must be " + describe_types(node.types) + ", got " + json_type_name(instance));
       if (errors == nullptr) return false;
     }
     if (node.enum_values) {
