@@ -2,52 +2,24 @@
 // miss that goes to PostgreSQL (once per token per second at most).
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
-#include <filesystem>
 #include <future>
-#include <pqxx/pqxx>
 
+#include "bench_database.hpp"
 #include "helm/auth/auth_service.hpp"
 #include "helm/auth/credentials.hpp"
 #include "helm/storage/db_pool.hpp"
-#include "helm/storage/embedded_postgres.hpp"
-#include "helm/storage/migrations.hpp"
 
 namespace {
 
 struct Fixture {
-  std::string dir;
-  std::unique_ptr<helm::storage::EmbeddedPostgres> pg;
+  helm::bench::BenchDatabase db{"helm-bench-auth"};
   std::unique_ptr<helm::storage::DbPool> pool;
   std::unique_ptr<helm::auth::AuthService> auth;
-  std::string token;
+  std::string token = db.session_token();
 
   Fixture() {
-    char tmpl[] = "/tmp/helm-bench-auth-XXXXXX";
-    dir = ::mkdtemp(tmpl);
-    auto started = helm::storage::EmbeddedPostgres::start({.data_dir = dir, .supervise = false});
-    if (!started) throw std::runtime_error(started.error().message);
-    pg = std::move(started).value();
-    pqxx::connection conn(pg->connection_string());
-    if (!helm::storage::apply_migrations(conn, helm::storage::builtin_migrations())) {
-      throw std::runtime_error("migrations failed");
-    }
-    token = helm::auth::new_token(helm::auth::kSessionTokenPrefix);
-    pqxx::work tx(conn);
-    const auto org = tx.exec1("INSERT INTO organizations (name) VALUES ('bench') RETURNING id")[0]
-                         .as<std::string>();
-    const auto tech = tx.exec_params1(
-                            "INSERT INTO technicians (org_id, email, role, password_hash)"
-                            " VALUES ($1, 'b@b.test', 'technician', 'x') RETURNING id",
-                            org)[0]
-                          .as<std::string>();
-    tx.exec_params(
-        "INSERT INTO sessions (token_hash, org_id, technician_id, absolute_expires_at)"
-        " VALUES ($1, $2, $3, now() + interval '1 day')",
-        pqxx::binarystring(helm::auth::token_hash(token)), org, tech);
-    tx.commit();
     pool = std::make_unique<helm::storage::DbPool>(
-        helm::storage::DbPoolOptions{.conninfo = pg->connection_string(), .size = 1});
+        helm::storage::DbPoolOptions{.conninfo = db.conninfo(), .size = 1});
     // A long cache life so the hit benchmark measures hits only.
     auth = std::make_unique<helm::auth::AuthService>(
         *pool, helm::auth::AuthOptions{.cache_ttl = std::chrono::hours(1)});
@@ -55,8 +27,6 @@ struct Fixture {
   ~Fixture() {
     auth.reset();
     pool.reset();
-    pg->stop();
-    std::filesystem::remove_all(dir);
   }
   bool authenticate() {
     std::promise<bool> done;

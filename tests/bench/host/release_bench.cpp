@@ -8,21 +8,19 @@
 #include <future>
 #include <pqxx/pqxx>
 
+#include "bench_database.hpp"
 #include "helm/auth/auth_service.hpp"
 #include "helm/auth/credentials.hpp"
 #include "helm/log/logger.hpp"
 #include "helm/secrets/secret_service.hpp"
 #include "helm/storage/db_pool.hpp"
-#include "helm/storage/embedded_postgres.hpp"
-#include "helm/storage/migrations.hpp"
 
 namespace {
 
 using helm::secrets::ReleaseResult;
 
 struct Fixture {
-  std::string dir;
-  std::unique_ptr<helm::storage::EmbeddedPostgres> pg;
+  helm::bench::BenchDatabase db{"helm-bench-release"};
   std::unique_ptr<helm::storage::DbPool> pool;
   std::unique_ptr<helm::auth::AuthService> auth;
   std::unique_ptr<helm::secrets::SecretService> cached;
@@ -31,30 +29,11 @@ struct Fixture {
 
   Fixture() {
     helm::log::set_level(helm::log::Level::kWarn);  // one info line per release otherwise
-    char tmpl[] = "/tmp/helm-bench-release-XXXXXX";
-    dir = ::mkdtemp(tmpl);
-    auto started = helm::storage::EmbeddedPostgres::start({.data_dir = dir, .supervise = false});
-    if (!started) throw std::runtime_error(started.error().message);
-    pg = std::move(started).value();
-    pqxx::connection conn(pg->connection_string());
-    if (!helm::storage::apply_migrations(conn, helm::storage::builtin_migrations())) {
-      throw std::runtime_error("migrations failed");
-    }
-    const auto token = helm::auth::new_token(helm::auth::kSessionTokenPrefix);
-    std::string org;
+    const std::string org = db.org_id();
+    const std::string token = db.session_token();
+    pqxx::connection conn(db.conninfo());
     {
       pqxx::work tx(conn);
-      org = tx.exec1("INSERT INTO organizations (name) VALUES ('bench') RETURNING id")[0]
-                .as<std::string>();
-      const auto tech = tx.exec_params1(
-                              "INSERT INTO technicians (org_id, email, role, password_hash)"
-                              " VALUES ($1, 'b@b.test', 'technician', 'x') RETURNING id",
-                              org)[0]
-                            .as<std::string>();
-      tx.exec_params(
-          "INSERT INTO sessions (token_hash, org_id, technician_id, absolute_expires_at)"
-          " VALUES ($1, $2, $3, now() + interval '1 day')",
-          pqxx::binarystring(helm::auth::token_hash(token)), org, tech);
       tx.exec_params(
           "INSERT INTO plugin_secret_grants (org_id, plugin, secret_name)"
           " VALUES ($1, 'halopsa', 'halopsa/client_secret')",
@@ -62,7 +41,7 @@ struct Fixture {
       tx.commit();
     }
     pool = std::make_unique<helm::storage::DbPool>(
-        helm::storage::DbPoolOptions{.conninfo = pg->connection_string(), .size = 2});
+        helm::storage::DbPoolOptions{.conninfo = db.conninfo(), .size = 2});
     auth = std::make_unique<helm::auth::AuthService>(
         *pool, helm::auth::AuthOptions{.cache_ttl = std::chrono::hours(1)});
     auto ring = helm::secrets::MasterKeyring::of(helm::vault::MasterKey::generate());
@@ -85,8 +64,6 @@ struct Fixture {
     uncached.reset();
     auth.reset();
     pool.reset();
-    pg->stop();
-    std::filesystem::remove_all(dir);
   }
 };
 
