@@ -21,34 +21,17 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-const std::map<std::string, std::string> kFastPasswords = {
-    {"HELM_IDENTITY_PASSWORD_OPSLIMIT", "1"}, {"HELM_IDENTITY_PASSWORD_MEMLIMIT_KIB", "8192"}};
 constexpr const char* kOwnerPassword = "owner password 123";
 constexpr const char* kRandomId = "00000000-0000-4000-8000-000000000001";
-
-// Runs `helm-hub admin bootstrap` with the password on stdin; returns exit code and output.
-int bootstrap(const std::string& data_dir, const std::string& org, const std::string& email,
-              const std::string& password, std::string* output) {
-  const std::string out_file = data_dir + ".bootstrap.out";
-  std::string cmd;
-  for (const auto& [k, v] : kFastPasswords)
-    cmd += k + "=" + v + " ";
-  cmd += hub_binary() + " admin bootstrap --data-dir " + data_dir + " --org '" + org +
-         "' --email " + email + " --password-stdin >" + out_file + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "w");
-  std::fputs((password + "\n").c_str(), p);
-  const int status = ::pclose(p);
-  if (output != nullptr) *output = read_file(out_file);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 class Identity : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir("helm-ident");
     std::string out;
-    ASSERT_EQ(bootstrap(dir_->path(), "Operators", "owner@a.test", kOwnerPassword, &out), 0) << out;
-    hub_ = new HubProcess({.data_dir = dir_->path(), .env = kFastPasswords});
+    ASSERT_EQ(bootstrap_hub(dir_->path(), "Operators", "owner@a.test", kOwnerPassword, &out), 0)
+        << out;
+    hub_ = new HubProcess({.data_dir = dir_->path(), .env = kFastPasswordEnv});
     ASSERT_TRUE(hub_->ready()) << hub_->log();
     auto login = must_login("owner@a.test", kOwnerPassword);
     owner_a_ = login["token"];
@@ -391,7 +374,7 @@ TEST_F(Identity, AclPolicyDecidesWhichClientsATechnicianSees) {
 
 TEST_F(Identity, BootstrapRefusesOnceAnOrganizationExistsEvenWhileTheHubRuns) {
   std::string out;
-  EXPECT_EQ(bootstrap(dir_->path(), "Again", "x@x.test", kOwnerPassword, &out), 1);
+  EXPECT_EQ(bootstrap_hub(dir_->path(), "Again", "x@x.test", kOwnerPassword, &out), 1);
   EXPECT_NE(out.find("already bootstrapped"), std::string::npos) << out;
 }
 
@@ -499,8 +482,8 @@ TEST_F(Identity, MutationsAndLoginsAreInTheVerifiedAuditLog) {
 
 TEST(IdentityTimeouts, AnIdleSessionExpires) {
   TempDir dir("helm-idle");
-  ASSERT_EQ(bootstrap(dir.path(), "Ops", "o@o.test", kOwnerPassword, nullptr), 0);
-  auto env = kFastPasswords;
+  ASSERT_EQ(bootstrap_hub(dir.path(), "Ops", "o@o.test", kOwnerPassword, nullptr), 0);
+  auto env = kFastPasswordEnv;
   env["HELM_IDENTITY_SESSION_IDLE_TIMEOUT_S"] = "2";
   HubProcess hub({.data_dir = dir.path(), .env = env});
   ASSERT_TRUE(hub.ready()) << hub.log();
@@ -520,8 +503,8 @@ TEST(IdentityTimeouts, AnIdleSessionExpires) {
 
 TEST(IdentityBackoff, RepeatedWrongPasswordsFromOneAddressAreSlowedDown) {
   TempDir dir("helm-backoff");
-  ASSERT_EQ(bootstrap(dir.path(), "Ops", "o@o.test", kOwnerPassword, nullptr), 0);
-  HubProcess hub({.data_dir = dir.path(), .env = kFastPasswords});
+  ASSERT_EQ(bootstrap_hub(dir.path(), "Ops", "o@o.test", kOwnerPassword, nullptr), 0);
+  HubProcess hub({.data_dir = dir.path(), .env = kFastPasswordEnv});
   ASSERT_TRUE(hub.ready()) << hub.log();
   HttpRequestOptions o;
   o.method = "POST";

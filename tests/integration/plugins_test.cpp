@@ -15,23 +15,7 @@ namespace {
 
 using nlohmann::json;
 
-const std::map<std::string, std::string> kFastPasswords = {
-    {"HELM_IDENTITY_PASSWORD_OPSLIMIT", "1"}, {"HELM_IDENTITY_PASSWORD_MEMLIMIT_KIB", "8192"}};
 constexpr const char* kPassword = "owner password 123";
-
-int bootstrap(const std::string& data_dir, std::string* output) {
-  const std::string out_file = data_dir + ".bootstrap.out";
-  std::string cmd;
-  for (const auto& [k, v] : kFastPasswords)
-    cmd += k + "=" + v + " ";
-  cmd += hub_binary() + " admin bootstrap --data-dir " + data_dir +
-         " --org 'Operators' --email owner@a.test --password-stdin >" + out_file + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "w");
-  std::fputs((std::string(kPassword) + "\n").c_str(), p);
-  const int status = ::pclose(p);
-  if (output != nullptr) *output = read_file(out_file);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 class PluginManagerHub : public ::testing::Test {
  protected:
@@ -61,7 +45,7 @@ class PluginManagerHub : public ::testing::Test {
                                                         {"operations", json::object()}}
                                                        .dump());
     std::string out;
-    ASSERT_EQ(bootstrap(data_dir_, &out), 0) << out;
+    ASSERT_EQ(bootstrap_hub(data_dir_, "Operators", "owner@a.test", kPassword, &out), 0) << out;
   }
 
   static void TearDownTestSuite() {
@@ -70,7 +54,7 @@ class PluginManagerHub : public ::testing::Test {
   }
 
   static HubOptions options(bool allow_unsigned) {
-    HubOptions o{.data_dir = data_dir_, .env = kFastPasswords};
+    HubOptions o{.data_dir = data_dir_, .env = kFastPasswordEnv};
     o.env["HELM_PLUGINS_PATH"] = std::string(HELM_BUILD_PLUGINS_DIR) + ":" + extra_;
     o.env["HELM_PLUGINS_ALLOW_UNSIGNED"] = allow_unsigned ? "true" : "false";
     return o;

@@ -24,24 +24,8 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-const std::map<std::string, std::string> kFastPasswords = {
-    {"HELM_IDENTITY_PASSWORD_OPSLIMIT", "1"}, {"HELM_IDENTITY_PASSWORD_MEMLIMIT_KIB", "8192"}};
 constexpr const char* kPassword = "owner password 123";
 const std::vector<std::string> kHaloGlobs = {"halopsa/**"};
-
-int bootstrap(const std::string& data_dir, const std::string& email, std::string* output) {
-  const std::string out_file = data_dir + ".bootstrap.out";
-  std::string cmd;
-  for (const auto& [k, v] : kFastPasswords)
-    cmd += k + "=" + v + " ";
-  cmd += hub_binary() + " admin bootstrap --data-dir " + data_dir + " --org Operators --email " +
-         email + " --password-stdin >" + out_file + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "w");
-  std::fputs((std::string(kPassword) + "\n").c_str(), p);
-  const int status = ::pclose(p);
-  if (output != nullptr) *output = read_file(out_file);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 // Runs a helm-hub subcommand; returns the exit code, with stdout and stderr in `output`.
 int hub_command(const std::string& args, std::string* output) {
@@ -64,8 +48,8 @@ class VaultHub {
   explicit VaultHub(const std::string& prefix, std::map<std::string, std::string> env = {})
       : dir_(prefix) {
     std::string out;
-    EXPECT_EQ(bootstrap(dir_.path(), "owner@a.test", &out), 0) << out;
-    for (const auto& kv : kFastPasswords)
+    EXPECT_EQ(bootstrap_hub(dir_.path(), "Operators", "owner@a.test", kPassword, &out), 0) << out;
+    for (const auto& kv : kFastPasswordEnv)
       env.insert(kv);
     env_ = env;
     start();
@@ -523,9 +507,9 @@ TEST_F(Vault, TheAuditLogRefusesUpdatesAndVerifyNamesAnEditedDeletedOrReorderedR
 TEST(VaultMasterKey, TheHubRefusesToStartWithAWrongOrUnsafeMasterKey) {
   TempDir dir("helm-vault-kek");
   std::string out;
-  ASSERT_EQ(bootstrap(dir.path(), "o@o.test", &out), 0) << out;
+  ASSERT_EQ(bootstrap_hub(dir.path(), "Operators", "o@o.test", kPassword, &out), 0) << out;
   {
-    HubProcess hub({.data_dir = dir.path(), .env = kFastPasswords});
+    HubProcess hub({.data_dir = dir.path(), .env = kFastPasswordEnv});
     ASSERT_TRUE(hub.ready()) << hub.log();
     EXPECT_NE(hub.log().find("DEVELOPMENT MASTER KEY"), std::string::npos);
     // The first stored secret pins the master key's check value.
@@ -546,7 +530,7 @@ TEST(VaultMasterKey, TheHubRefusesToStartWithAWrongOrUnsafeMasterKey) {
               204);
     EXPECT_EQ(hub.stop(), 0);
   }
-  auto env = kFastPasswords;
+  auto env = kFastPasswordEnv;
   env["HELM_MASTER_KEY"] = random_hex_key();
   HubProcess wrong({.data_dir = dir.path(), .env = env, .wait_ready = false});
   auto code = wrong.wait_exit(60s);
@@ -558,7 +542,7 @@ TEST(VaultMasterKey, TheHubRefusesToStartWithAWrongOrUnsafeMasterKey) {
   const std::string key_file = dir.file("loose.key");
   write_file(key_file, random_hex_key() + "\n");
   ::chmod(key_file.c_str(), 0644);
-  env = kFastPasswords;
+  env = kFastPasswordEnv;
   env["HELM_VAULT_MASTER_KEY_FILE"] = key_file;
   HubProcess loose({.data_dir = dir.path(), .env = env, .wait_ready = false});
   code = loose.wait_exit(60s);
@@ -567,7 +551,7 @@ TEST(VaultMasterKey, TheHubRefusesToStartWithAWrongOrUnsafeMasterKey) {
   EXPECT_NE(loose.log().find("chmod 600"), std::string::npos) << loose.log();
 
   // The right key still works.
-  HubProcess again({.data_dir = dir.path(), .env = kFastPasswords});
+  HubProcess again({.data_dir = dir.path(), .env = kFastPasswordEnv});
   EXPECT_TRUE(again.ready()) << again.log();
 }
 

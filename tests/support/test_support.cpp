@@ -295,6 +295,25 @@ std::string RawTlsClient::read_some(std::chrono::milliseconds limit, bool* close
   }
 }
 
+const std::map<std::string, std::string> kFastPasswordEnv = {
+    {"HELM_IDENTITY_PASSWORD_OPSLIMIT", "1"}, {"HELM_IDENTITY_PASSWORD_MEMLIMIT_KIB", "8192"}};
+
+int bootstrap_hub(const std::string& data_dir, const std::string& org, const std::string& email,
+                  const std::string& password, std::string* output) {
+  TempDir scratch("helm-bootstrap");
+  const std::string out_file = scratch.file("out");
+  std::string cmd;
+  for (const auto& [k, v] : kFastPasswordEnv)
+    cmd += k + "=" + v + " ";
+  cmd += hub_binary() + " admin bootstrap --data-dir " + data_dir + " --org '" + org +
+         "' --email " + email + " --password-stdin >" + out_file + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "w");
+  std::fputs((password + "\n").c_str(), p);
+  const int status = ::pclose(p);
+  if (output != nullptr) *output = read_file(out_file);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 int run_command(const std::string& command) {
   const int status = std::system(command.c_str());  // NOLINT(concurrency-mt-unsafe)
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;

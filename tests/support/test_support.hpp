@@ -111,6 +111,15 @@ class RawTlsClient {
   void* ssl_ = nullptr;
 };
 
+/// Environment that makes the hub hash passwords cheaply (argon2id, 1 pass, 8 MiB), so tests that
+/// log in many times stay fast. Production defaults are exercised by the unit tests.
+extern const std::map<std::string, std::string> kFastPasswordEnv;
+
+/// Runs `helm-hub admin bootstrap` (with kFastPasswordEnv) and the password on stdin; returns its
+/// exit code and, in `output`, what it printed.
+int bootstrap_hub(const std::string& data_dir, const std::string& org, const std::string& email,
+                  const std::string& password, std::string* output = nullptr);
+
 /// Runs a shell command and returns its exit status.
 int run_command(const std::string& command);
 
