@@ -107,7 +107,7 @@ TEST_F(PluginManagerHub, LoadsExampleEchoListsBrokenPluginsAndHidesDetailsFromOt
   EXPECT_EQ(echo["state"], "running") << list.body;
   EXPECT_EQ(echo["version"], "1.0.0");
   EXPECT_EQ(echo["kind"], "x-helm-example");
-  EXPECT_EQ(echo["abi"], "1.0");
+  EXPECT_EQ(echo["abi"], "1.1");
   EXPECT_NE(echo["signer"].get<std::string>().find("unsigned"), std::string::npos) << echo;
   EXPECT_EQ(echo["last_error"], "");
   EXPECT_EQ(echo["config"], json::object());

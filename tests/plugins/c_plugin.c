@@ -98,7 +98,9 @@ static const helm_plugin_v1 kPlugin = {
     NULL, /* configure */
     c_invoke,
     NULL, /* cancel */
-    NULL  /* on_event */
+    NULL, /* on_event */
+    NULL, /* device_send (ABI 1.1) */
+    NULL  /* device_close (ABI 1.1) */
 };
 
 #ifdef HELM_TEST_NO_ENTRY

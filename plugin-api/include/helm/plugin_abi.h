@@ -88,7 +88,7 @@ extern "C" {
 /** Major version of this ABI. A hub loads only plugins whose abi_major equals its own. */
 #define HELM_PLUGIN_ABI_MAJOR 1
 /** Minor version of this ABI. Grows whenever anything is appended. */
-#define HELM_PLUGIN_ABI_MINOR 0
+#define HELM_PLUGIN_ABI_MINOR 1
 
 /** Name of the one symbol a plugin library exports (see helm_plugin_entry at the end). */
 #define HELM_PLUGIN_ENTRY_SYMBOL "helm_plugin_entry"
@@ -425,6 +425,76 @@ typedef helm_status (*helm_session_info_fn)(void* host_ctx, const helm_session* 
                                             helm_bytes_sink_fn sink, void* sink_ctx,
                                             helm_error* err);
 
+/* --------------------------------------------------------------------------------------------
+ * Agent transport (ABI 1.1). Offered only to a plugin whose manifest declares
+ * "capabilities": {"transport": true}; every other plugin gets FORBIDDEN / nothing happens.
+ * A transport plugin terminates the endpoint agents' connections (see the agent protocol) and
+ * hands the hub what it must know; the hub owns devices, tokens and the command outbox.
+ *
+ * Connections are named by a `connection_id` the plugin chooses: non-zero, never reused within
+ * the instance. The hub uses it to tell an old connection of a device from a newer one.
+ * ------------------------------------------------------------------------------------------ */
+
+/**
+ * Result of device_authenticate(). Called exactly once per accepted device_authenticate(), on a
+ * host worker thread, never before device_authenticate() has returned. status HELM_STATUS_OK:
+ * device_json is {"device_id": "...", "organization_id": "...", "heartbeat_s": N} (further keys
+ * may appear); UNAUTHORIZED: unknown, revoked or malformed token (device_json is a message);
+ * UNAVAILABLE: the hub cannot check now (database down): refuse the connection with a 503.
+ * device_json: owned by the host, borrowed for the callback, NUL-terminated.
+ */
+typedef void (*helm_device_auth_complete_fn)(void* user, helm_status status,
+                                             const char* device_json, size_t device_json_len);
+
+/**
+ * Checks a device token presented by a connecting agent (the bearer token of the upgrade
+ * request). token: borrowed for the call. complete: plugin code, callable until called.
+ * Returns HELM_STATUS_OK when the check was accepted (complete() will be called once), or
+ * another status with err filled (complete() is never called). Thread: any thread; does not
+ * block: the check runs on a host worker thread.
+ */
+typedef helm_status (*helm_device_authenticate_fn)(void* host_ctx, const char* token,
+                                                   size_t token_len,
+                                                   helm_device_auth_complete_fn complete,
+                                                   void* user, helm_error* err);
+
+/**
+ * Tells the hub about one connection: kind HELM_DEVICE_CONNECTED after the agent's `hello`
+ * (frame_json is the hello frame), HELM_DEVICE_FRAME for every `ack`, `result` and `event` frame
+ * (frame_json is the frame as received, a JSON object), HELM_DEVICE_DISCONNECTED once when the
+ * connection is gone (frame_json empty). The plugin answers `hb` itself and does not pass it
+ * on. device_id: as returned by device_authenticate(). All pointers borrowed for the call.
+ * Thread: any thread; does not block (the hub queues the work). Calls for one connection_id
+ * are made in order, from one thread at a time.
+ */
+typedef int32_t helm_device_event_kind;
+enum helm_device_event_kind_code {
+  HELM_DEVICE_CONNECTED = 0,
+  HELM_DEVICE_FRAME = 1,
+  HELM_DEVICE_DISCONNECTED = 2
+};
+typedef void (*helm_device_event_fn)(void* host_ctx, helm_device_event_kind kind,
+                                     uint64_t connection_id, const char* device_id,
+                                     size_t device_id_len, const char* frame_json,
+                                     size_t frame_len);
+
+/**
+ * Tells the hub where the transport listens, once it is listening (and again if that changes):
+ * url is the agents' transport URL with the host part "0.0.0.0" / "[::]" when bound to all
+ * addresses, e.g. "wss://0.0.0.0:8443/agent/v1". The hub reports it to enrolling agents,
+ * replacing an unspecific host with the name the agent used to reach the hub. Borrowed for the
+ * call. Thread: any thread.
+ */
+typedef void (*helm_transport_listening_fn)(void* host_ctx, const char* url, size_t url_len);
+
+/**
+ * Hub facts a transport needs, as JSON passed to `sink`: {"tls_cert_file": "...",
+ * "tls_key_file": "...", "heartbeat_s": N, "max_frame_bytes": N}. The certificate is the API
+ * listener's, so one pin or CA covers both. Thread: any thread; does not block.
+ */
+typedef helm_status (*helm_transport_settings_fn)(void* host_ctx, helm_bytes_sink_fn sink,
+                                                  void* sink_ctx, helm_error* err);
+
 /**
  * The services the host offers one plugin instance. The host builds one per instance and passes
  * it to create(); every call a plugin makes through it is attributed to that instance and
@@ -455,10 +525,17 @@ typedef struct helm_host_api {
   helm_timer_schedule_fn timer_schedule;
   helm_timer_cancel_fn timer_cancel;
   helm_session_info_fn session_info;
+  /* ---- ABI 1.1: check with HELM_HAS_FIELD before use ---- */
+  helm_device_authenticate_fn device_authenticate;
+  helm_device_event_fn device_event;
+  helm_transport_listening_fn transport_listening;
+  helm_transport_settings_fn transport_settings;
 } helm_host_api;
 
 #define HELM_HOST_API_V1_0_SIZE \
   (offsetof(helm_host_api, session_info) + sizeof(helm_session_info_fn))
+#define HELM_HOST_API_V1_1_SIZE \
+  (offsetof(helm_host_api, transport_settings) + sizeof(helm_transport_settings_fn))
 
 /* ============================================================================================
  * Calls and events (host -> plugin)
@@ -628,6 +705,25 @@ typedef void (*helm_plugin_cancel_fn)(helm_plugin_instance* instance, uint64_t c
 typedef void (*helm_plugin_on_event_fn)(helm_plugin_instance* instance, const helm_event* event);
 
 /**
+ * Transport plugins (ABI 1.1): sends one text frame (a complete JSON object, e.g. a `cmd`) to
+ * the device's live connection. Returns OK when queued, NOT_FOUND when the device has no live
+ * connection, RESOURCE_EXHAUSTED when that connection's send queue is full (the plugin closes
+ * it). frame_json, device_id: borrowed for the call. Thread: host worker threads; must not block.
+ */
+typedef helm_status (*helm_plugin_device_send_fn)(helm_plugin_instance* instance,
+                                                  const char* device_id, size_t device_id_len,
+                                                  const char* frame_json, size_t frame_len);
+
+/**
+ * Transport plugins (ABI 1.1): closes the device's live connection, if any, with WebSocket
+ * close code `code` (4001 when its token was revoked or the device deleted) and `reason`.
+ * Borrowed for the call. Thread: host worker threads; must not block.
+ */
+typedef void (*helm_plugin_device_close_fn)(helm_plugin_instance* instance, const char* device_id,
+                                            size_t device_id_len, uint16_t code,
+                                            const char* reason, size_t reason_len);
+
+/**
  * What a plugin library offers: returned by helm_plugin_entry().
  *
  * Ownership: owned by the plugin library, in static storage, constant, valid (with every pointer
@@ -651,9 +747,15 @@ typedef struct helm_plugin_v1 {
   helm_plugin_invoke_fn invoke;
   helm_plugin_cancel_fn cancel;
   helm_plugin_on_event_fn on_event;
+  /* ---- ABI 1.1: the host treats them as NULL when struct_size does not cover them ---- */
+  /** Required when the manifest declares capabilities.transport, NULL otherwise. */
+  helm_plugin_device_send_fn device_send;
+  helm_plugin_device_close_fn device_close;
 } helm_plugin_v1;
 
 #define HELM_PLUGIN_V1_0_SIZE (offsetof(helm_plugin_v1, on_event) + sizeof(helm_plugin_on_event_fn))
+#define HELM_PLUGIN_V1_1_SIZE \
+  (offsetof(helm_plugin_v1, device_close) + sizeof(helm_plugin_device_close_fn))
 
 /** Type of helm_plugin_entry, for hosts that look the symbol up. */
 typedef const helm_plugin_v1* (*helm_plugin_entry_fn)(void);

@@ -87,13 +87,16 @@ TEST(PluginAbi, CAndCxxCompilersAgreeOnEveryLayout) {
   EXPECT_EQ(helm_c_call_v1_0_size(), HELM_CALL_V1_0_SIZE);
 }
 
-// In ABI 1.0 every struct is exactly its 1.0 size. When a field is appended (1.1), sizeof grows
-// and these V1_0 constants must stay as they are: this test then changes to sizeof > V1_0.
-TEST(PluginAbi, Version1_0SizesAreTheWholeStructs) {
+// ABI 1.1 appended the transport fields to helm_host_api and helm_plugin_v1: their 1.0 sizes
+// stay where they were (a 1.0 peer still works) and the 1.1 sizes are the whole structs. Every
+// other struct is still exactly its 1.0 size.
+TEST(PluginAbi, Version1_1AppendsOnlyAtTheEnd) {
   EXPECT_EQ(HELM_PLUGIN_ABI_MAJOR, 1);
-  EXPECT_EQ(HELM_PLUGIN_ABI_MINOR, 0);
-  EXPECT_EQ(HELM_PLUGIN_V1_0_SIZE, sizeof(helm_plugin_v1));
-  EXPECT_EQ(HELM_HOST_API_V1_0_SIZE, sizeof(helm_host_api));
+  EXPECT_EQ(HELM_PLUGIN_ABI_MINOR, 1);
+  EXPECT_EQ(HELM_PLUGIN_V1_1_SIZE, sizeof(helm_plugin_v1));
+  EXPECT_EQ(HELM_HOST_API_V1_1_SIZE, sizeof(helm_host_api));
+  EXPECT_EQ(HELM_PLUGIN_V1_0_SIZE, offsetof(helm_plugin_v1, device_send));
+  EXPECT_EQ(HELM_HOST_API_V1_0_SIZE, offsetof(helm_host_api, device_authenticate));
   EXPECT_EQ(HELM_CALL_V1_0_SIZE, sizeof(helm_call));
   EXPECT_EQ(HELM_EVENT_V1_0_SIZE, sizeof(helm_event));
   EXPECT_EQ(HELM_ERROR_V1_0_SIZE, sizeof(helm_error));
@@ -103,12 +106,15 @@ TEST(PluginAbi, Version1_0SizesAreTheWholeStructs) {
 }
 
 #if defined(__x86_64__) || defined(__aarch64__)
-// The LP64 layout of ABI 1.0, pinned: a change here breaks every plugin already built.
-TEST(PluginAbi, Lp64LayoutOfVersion1_0IsPinned) {
-  EXPECT_EQ(sizeof(helm_plugin_v1), 80U);
+// The LP64 layout of ABI 1.1 (1.0 plus the transport fields), pinned: a change here breaks every
+// plugin already built.
+TEST(PluginAbi, Lp64LayoutOfVersion1_1IsPinned) {
+  EXPECT_EQ(HELM_PLUGIN_V1_0_SIZE, 80U);
+  EXPECT_EQ(HELM_HOST_API_V1_0_SIZE, 112U);
+  EXPECT_EQ(sizeof(helm_plugin_v1), 96U);
   EXPECT_EQ(offsetof(helm_plugin_v1, struct_size), 4U);
   EXPECT_EQ(offsetof(helm_plugin_v1, create), 16U);
-  EXPECT_EQ(sizeof(helm_host_api), 112U);
+  EXPECT_EQ(sizeof(helm_host_api), 144U);
   EXPECT_EQ(sizeof(helm_call), 104U);
   EXPECT_EQ(sizeof(helm_event), 72U);
   EXPECT_EQ(sizeof(helm_error), 520U);
