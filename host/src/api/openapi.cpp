@@ -14,9 +14,10 @@ namespace {
 
 using nlohmann::json;
 
-// One line per route: what it does. A new route without a line here fails the OpenAPI test.
-const std::map<std::string, std::string>& summaries() {
-  static const std::map<std::string, std::string> table = {
+// One line per route: what it does. A new route without a line here (or one registered with
+// add_summaries by the feature that owns the route) fails the OpenAPI test.
+std::map<std::string, std::string>& summaries() {
+  static std::map<std::string, std::string> table = {
       {"GET /healthz", "200 while the process serves"},
       {"GET /readyz", "200 when storage is ready, else 503"},
       {"GET /metrics", "Prometheus metrics (loopback only unless configured)"},
@@ -201,6 +202,11 @@ std::vector<std::string> documented_but_not_served(const http::Router& router) {
     if (!served) out.push_back(k);
   }
   return out;
+}
+
+void add_summaries(const std::vector<std::pair<std::string, std::string>>& lines) {
+  for (const auto& [route, summary] : lines)
+    summaries()[route] = summary;
 }
 
 void add_api_routes(http::Router& router, Services& services) {

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "helm/api/api.hpp"
@@ -16,6 +17,10 @@ namespace helm::api {
 
 /// Registers every /api/v1 route (identity, tenancy, …) and GET /api/v1/openapi.json.
 void add_api_routes(http::Router& router, Services& services);
+
+/// Adds summaries ("METHOD pattern" -> one line) for routes a feature registers in its own files.
+/// Call before serving (not thread-safe against concurrent document builds).
+void add_summaries(const std::vector<std::pair<std::string, std::string>>& lines);
 
 /// Builds the document from the router's routes.
 nlohmann::json build_openapi(const http::Router& router);
