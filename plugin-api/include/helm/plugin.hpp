@@ -486,6 +486,19 @@ using HttpCallback = std::function<void(Result<HttpResponse>)>;
 /// host worker thread. Exceptions it throws are logged and swallowed.
 using TimerCallback = std::function<void(Status)>;
 
+/// What a transport tells the hub about one agent connection (helm_device_event_kind).
+enum class DeviceEvent : std::int32_t {
+  kConnected = HELM_DEVICE_CONNECTED,
+  kFrame = HELM_DEVICE_FRAME,
+  kDisconnected = HELM_DEVICE_DISCONNECTED,
+};
+
+/// Called exactly once with the result of a device token check, on a host worker thread:
+/// kOk with the device JSON {"device_id", "organization_id", "heartbeat_s", ...}; kUnauthorized
+/// (unknown, revoked or malformed token) or kUnavailable (the hub cannot check now) with a
+/// message. Exceptions it throws are logged and swallowed.
+using DeviceAuthCallback = std::function<void(Status, std::string)>;
+
 namespace detail {
 
 struct HttpContext {
@@ -550,6 +563,23 @@ inline void on_timer(void* user, helm_status status) noexcept {
   } catch (...) {
     log_to_host(context->api, LogLevel::kError,
                 error_from_current_exception("a timer callback").message);
+  }
+}
+
+struct DeviceAuthContext {
+  const helm_host_api* api;
+  DeviceAuthCallback callback;
+};
+
+inline void on_device_authenticated(void* user, helm_status status, const char* device_json,
+                                    std::size_t device_json_len) noexcept {
+  std::unique_ptr<DeviceAuthContext> context(static_cast<DeviceAuthContext*>(user));
+  if (!context) return;
+  try {
+    context->callback(status_from_abi(status), std::string(view(device_json, device_json_len)));
+  } catch (...) {
+    log_to_host(context->api, LogLevel::kError,
+                error_from_current_exception("a device_authenticate callback").message);
   }
 }
 
@@ -719,6 +749,67 @@ class Host {
     } catch (const nlohmann::json::exception& exception) {
       return Error{Status::kInternal,
                    std::string("the host sent session info that is not JSON: ") + exception.what()};
+    }
+  }
+
+  // ---- Agent transport (ABI 1.1; offered only to plugins declaring capabilities.transport) ----
+
+  /// Whether this hub offers the four transport functions (ABI 1.1 or later).
+  bool offers_transport() const noexcept {
+    return HELM_HAS_FIELD(api_, helm_host_api, transport_settings) &&
+           api_->device_authenticate != nullptr && api_->device_event != nullptr &&
+           api_->transport_listening != nullptr && api_->transport_settings != nullptr;
+  }
+
+  /// Checks an agent's bearer token; `on_done` runs exactly once, later, on a host worker thread,
+  /// if this returns ok, and never otherwise. Does not block.
+  Result<void> authenticate_device(std::string_view token, DeviceAuthCallback on_done) const {
+    if (!offers_transport()) return unsupported("device_authenticate");
+    auto* context = new detail::DeviceAuthContext{api_, std::move(on_done)};
+    helm_error error = detail::make_abi_error();
+    const helm_status status =
+        api_->device_authenticate(api_->host_ctx, token.data(), token.size(),
+                                  &detail::on_device_authenticated, context, &error);
+    if (status != HELM_STATUS_OK) {
+      delete context;  // refused: the callback will never run
+      return detail::error_from_abi(status, &error);
+    }
+    return {};
+  }
+
+  /// Tells the hub about one connection (frame_json empty for kDisconnected). Calls for one
+  /// connection_id must be made in order, one at a time. Returns false when the hub lacks it.
+  bool device_event(DeviceEvent kind, std::uint64_t connection_id, std::string_view device_id,
+                    std::string_view frame_json) const noexcept {
+    if (!offers_transport()) return false;
+    api_->device_event(api_->host_ctx, static_cast<helm_device_event_kind>(kind), connection_id,
+                       device_id.data(), device_id.size(), frame_json.data(), frame_json.size());
+    return true;
+  }
+
+  /// Tells the hub the agents' transport URL, e.g. "wss://0.0.0.0:7443/agent/v1".
+  bool transport_listening(std::string_view url) const noexcept {
+    if (!offers_transport()) return false;
+    api_->transport_listening(api_->host_ctx, url.data(), url.size());
+    return true;
+  }
+
+  /// The hub's facts for a transport: {"tls_cert_file", "tls_key_file", "heartbeat_s",
+  /// "max_frame_bytes"} (further keys may appear). Does not block.
+  Result<nlohmann::json> transport_settings() const {
+    if (!offers_transport()) return unsupported("transport_settings");
+    std::optional<std::string> text;
+    helm_error error = detail::make_abi_error();
+    const helm_status status =
+        api_->transport_settings(api_->host_ctx, &detail::append_to_string, &text, &error);
+    if (status != HELM_STATUS_OK) return detail::error_from_abi(status, &error);
+    if (!text) return Error{Status::kResourceExhausted, "out of memory reading transport settings"};
+    try {
+      return nlohmann::json::parse(*text);
+    } catch (const nlohmann::json::exception& exception) {
+      return Error{Status::kInternal, std::string("the host sent transport settings that are "
+                                                  "not JSON: ") +
+                                          exception.what()};
     }
   }
 
@@ -903,6 +994,31 @@ class Plugin {
   Host host_;
 };
 
+/// Base class of an agent transport plugin (ABI 1.1, manifest "capabilities": {"transport": true}),
+/// exported with HELM_EXPORT_TRANSPORT_PLUGIN. It terminates the agents' connections and talks
+/// to the hub through Host::authenticate_device, device_event, transport_listening and
+/// transport_settings; the hub reaches devices through the two functions below. A transport
+/// offers no operations: the default invoke() fails every call with kUnsupported.
+class TransportPlugin : public Plugin {
+ public:
+  using Plugin::Plugin;
+
+  /// Queues one text frame (a JSON object) on the device's live connection: kOk when queued,
+  /// kNotFound when the device has none, kResourceExhausted when that connection's send queue
+  /// is full (the plugin then closes it). Runs on host worker threads, concurrently with
+  /// everything else; must not block.
+  virtual Status device_send(std::string_view device_id, std::string_view frame_json) = 0;
+
+  /// Closes the device's live connection, if any, with WebSocket close code `code` (4001: token
+  /// revoked or device deleted) and `reason`. Host worker threads; must not block.
+  virtual void device_close(std::string_view device_id, std::uint16_t code,
+                            std::string_view reason) = 0;
+
+  void invoke(Call call) override {
+    call.fail(Status::kUnsupported, "a transport plugin offers no operations");
+  }
+};
+
 namespace detail {
 
 /// The C functions of a plugin table, each catching everything at the boundary.
@@ -1049,6 +1165,49 @@ constexpr helm_plugin_v1 plugin_table(const char* name) noexcept {
   return table;
 }
 
+/// The two ABI 1.1 transport functions for a TransportPlugin class T.
+template <typename T>
+struct TransportAdapter {
+  static TransportPlugin* self(helm_plugin_instance* instance) noexcept {
+    // create() stored the instance as a Plugin*; T derives from TransportPlugin.
+    return static_cast<TransportPlugin*>(reinterpret_cast<Plugin*>(instance));
+  }
+
+  static helm_status device_send(helm_plugin_instance* instance, const char* device_id,
+                                 std::size_t device_id_len, const char* frame_json,
+                                 std::size_t frame_len) noexcept {
+    try {
+      return to_abi(
+          self(instance)->device_send(view(device_id, device_id_len), view(frame_json, frame_len)));
+    } catch (...) {
+      const Error failure = error_from_current_exception("device_send");
+      self(instance)->host().error(failure.message);
+      return to_abi(failure.status);
+    }
+  }
+
+  static void device_close(helm_plugin_instance* instance, const char* device_id,
+                           std::size_t device_id_len, std::uint16_t code, const char* reason,
+                           std::size_t reason_len) noexcept {
+    try {
+      self(instance)->device_close(view(device_id, device_id_len), code, view(reason, reason_len));
+    } catch (...) {
+      self(instance)->host().error(error_from_current_exception("device_close").message);
+    }
+  }
+};
+
+/// The entry table for transport plugin class T, as a constant.
+template <typename T>
+constexpr helm_plugin_v1 transport_plugin_table(const char* name) noexcept {
+  static_assert(std::is_base_of_v<TransportPlugin, T>,
+                "HELM_EXPORT_TRANSPORT_PLUGIN needs a helm::sdk::TransportPlugin");
+  helm_plugin_v1 table = plugin_table<T>(name);
+  table.device_send = &TransportAdapter<T>::device_send;
+  table.device_close = &TransportAdapter<T>::device_close;
+  return table;
+}
+
 }  // namespace detail
 }  // namespace helm::sdk
 
@@ -1058,5 +1217,15 @@ constexpr helm_plugin_v1 plugin_table(const char* name) noexcept {
   extern "C" HELM_PLUGIN_EXPORT const helm_plugin_v1* helm_plugin_entry(void) { \
     static constexpr helm_plugin_v1 kHelmPluginTable =                          \
         ::helm::sdk::detail::plugin_table<ClassName>(plugin_name);              \
+    return &kHelmPluginTable;                                                   \
+  }
+
+/// Like HELM_EXPORT_PLUGIN for a helm::sdk::TransportPlugin: also fills the ABI 1.1
+/// device_send and device_close functions. The manifest must declare
+/// "capabilities": {"transport": true} and "abi": "1.1" or later.
+#define HELM_EXPORT_TRANSPORT_PLUGIN(ClassName, plugin_name)                    \
+  extern "C" HELM_PLUGIN_EXPORT const helm_plugin_v1* helm_plugin_entry(void) { \
+    static constexpr helm_plugin_v1 kHelmPluginTable =                          \
+        ::helm::sdk::detail::transport_plugin_table<ClassName>(plugin_name);    \
     return &kHelmPluginTable;                                                   \
   }
