@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <csignal>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -215,12 +217,84 @@ class ConnectProxy {
   std::vector<std::string> heads_;
 };
 
+// A one-connection TLS server that streams a chunked body of unknown length, so the broker's cap
+// can only be enforced while the body arrives. Records how much it managed to send.
+class StreamingTlsServer {
+ public:
+  StreamingTlsServer(const std::string& cert_file, const std::string& key_file,
+                     std::size_t total_bytes)
+      : total_(total_bytes) {
+    ::signal(SIGPIPE, SIG_IGN);  // the client hangs up mid-body on purpose
+    ctx_ = SSL_CTX_new(TLS_server_method());
+    EXPECT_EQ(SSL_CTX_use_certificate_chain_file(ctx_, cert_file.c_str()), 1);
+    EXPECT_EQ(SSL_CTX_use_PrivateKey_file(ctx_, key_file.c_str(), SSL_FILETYPE_PEM), 1);
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(::listen(listen_fd_, 4), 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~StreamingTlsServer() {
+    thread_.join();
+    ::close(listen_fd_);
+    SSL_CTX_free(ctx_);
+  }
+  StreamingTlsServer(const StreamingTlsServer&) = delete;
+  StreamingTlsServer& operator=(const StreamingTlsServer&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  std::size_t sent() const { return sent_.load(); }
+
+ private:
+  void serve() {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 10'000) <= 0) return;
+    const int fd = ::accept(listen_fd_, nullptr, nullptr);
+    if (fd < 0) return;
+    SSL* ssl = SSL_new(ctx_);
+    SSL_set_fd(ssl, fd);
+    std::string head;
+    char buf[4096];
+    if (SSL_accept(ssl) == 1) {
+      while (head.find("\r\n\r\n") == std::string::npos) {
+        const int n = SSL_read(ssl, buf, sizeof buf);
+        if (n <= 0) break;
+        head.append(buf, static_cast<std::size_t>(n));
+      }
+      const std::string start = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+      bool ok = SSL_write(ssl, start.data(), static_cast<int>(start.size())) > 0;
+      const std::string chunk = "4000\r\n" + std::string(0x4000, 'z') + "\r\n";
+      while (ok && sent_ < total_) {
+        ok = SSL_write(ssl, chunk.data(), static_cast<int>(chunk.size())) > 0;
+        if (ok) sent_ += 0x4000;
+      }
+      if (ok) SSL_write(ssl, "0\r\n\r\n", 5);
+    }
+    SSL_free(ssl);
+    ::close(fd);
+  }
+
+  std::size_t total_;
+  SSL_CTX* ctx_ = nullptr;
+  int listen_fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::atomic<std::size_t> sent_{0};
+  std::thread thread_;
+};
+
 class HttpBrokerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto tls = http::ensure_development_certificate(dir_.path());
     ASSERT_TRUE(tls.ok()) << tls.error().message;
     ca_pem_ = test::read_file(tls->cert_file);
+    cert_file_ = tls->cert_file;
+    key_file_ = tls->key_file;
 
     router_.add("GET", "/echo", echo());
     router_.add("POST", "/echo", echo());
@@ -307,6 +381,8 @@ class HttpBrokerTest : public ::testing::Test {
 
   test::TempDir dir_{"helm-broker"};
   std::string ca_pem_;
+  std::string cert_file_;
+  std::string key_file_;
   http::Router router_;
   metrics::Registry metrics_;
   std::optional<http::Server> server_;
@@ -581,6 +657,26 @@ TEST_F(HttpBrokerTest, ResponseOverTheCapIsResourceExhausted) {
   const auto fits = run(roomy, request("/big"));
   ASSERT_EQ(fits.status, HELM_STATUS_OK) << fits.message;
   EXPECT_EQ(fits.response->body.size(), 1u << 20);
+}
+
+TEST_F(HttpBrokerTest, StreamedResponseIsAbortedOnceItPassesTheCap) {
+  constexpr std::size_t kOffered = 64u << 20;
+  StreamingTlsServer streaming(cert_file_, key_file_, kOffered);
+  HttpBrokerOptions options;
+  options.max_response_bytes = 64 * 1024;
+  HttpBroker broker(options);
+  OutboundRequest r;
+  r.method = "GET";
+  r.url = "https://localhost:" + std::to_string(streaming.port()) + "/export";
+  r.allowed_hosts = {"localhost:" + std::to_string(streaming.port())};
+  r.ca_pem = ca_pem_;
+  const auto outcome = run(broker, std::move(r));
+  EXPECT_EQ(outcome.status, HELM_STATUS_RESOURCE_EXHAUSTED) << outcome.message;
+  EXPECT_FALSE(outcome.response);
+  EXPECT_NE(outcome.message.find("larger than the host allows"), std::string::npos);
+  broker.shutdown();
+  // The broker hung up early: far less than the server offered went out (socket buffers only).
+  EXPECT_LT(streaming.sent(), kOffered / 4);
 }
 
 TEST_F(HttpBrokerTest, RedirectIsReturnedNotFollowed) {
