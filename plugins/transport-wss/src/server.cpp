@@ -226,10 +226,14 @@ void Server::accept_next() {
         std::lock_guard lock(live_mutex_);
         ++live_;
       }
-      net::post(target.io, [connection, &target] {
+      net::post(target.io, [this, connection, &target] {
         connection->worker_index = target.connections.size();
         target.connections.push_back(connection);
-        connection->start();
+        if (stopping_) {
+          connection->abort();  // accepted while stop() was closing the others
+        } else {
+          connection->start();
+        }
       });
     } else if (ssl != nullptr) {
       SSL_free(ssl);

@@ -67,6 +67,10 @@ TransportConfig TransportConfig::parse(const sdk::Config& config) {
     }
     out.max_frame_bytes = *bytes;
   }
+  if (config.contains("send_queue_max") &&
+      !config.get<nlohmann::json>("send_queue_max").is_object()) {
+    refuse("configuration value \"send_queue_max\" must be an object {\"frames\", \"bytes\"}");
+  }
   out.send_queue_max_frames =
       config.get_or<std::size_t>("/send_queue_max/frames", out.send_queue_max_frames);
   out.send_queue_max_bytes =
