@@ -57,6 +57,28 @@ bool has_line_break_or_nul(std::string_view text) {
   return text.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
 }
 
+// A plugin-supplied name echoed in a message: shortened, control bytes shown as '?', so a message
+// (which may end up in a log) never carries a line break or a long payload.
+std::string shown(std::string_view text, std::size_t limit = 64) {
+  std::string out(text.substr(0, limit));
+  for (auto& ch : out) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (u < 0x20 || u == 0x7f) ch = '?';
+  }
+  if (text.size() > limit) out += "...";
+  return "'" + out + "'";
+}
+
+// A host as libcurl parsed it: a DNS name or IPv4 address in ASCII, or a bracketed IPv6 literal.
+// Anything else (non-ASCII names, stray characters) is refused rather than guessed at.
+bool is_plain_host(std::string_view host) {
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') return true;
+  return !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return std::isalnum(u) || c == '.' || c == '-' || c == '_';
+  });
+}
+
 std::optional<std::uint16_t> parse_port(std::string_view text) {
   unsigned value = 0;
   const auto* end = text.data() + text.size();
@@ -295,6 +317,7 @@ struct HttpBroker::Impl {
   void post(std::function<void()> command) {
     {
       std::lock_guard lock(mutex);
+      if (stopping) return;  // everything was or is being cancelled already
       commands.push_back(std::move(command));
     }
     curl_multi_wakeup(multi);
@@ -320,8 +343,8 @@ std::unique_ptr<Transfer> HttpBroker::Impl::prepare(OutboundRequest& request,
   static constexpr std::string_view kMethods[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"};
   if (std::find(std::begin(kMethods), std::end(kMethods), request.method) == std::end(kMethods)) {
     refusal = refuse(HELM_STATUS_INVALID_INPUT,
-                     "HTTP method '" + request.method.substr(0, 16) +
-                         "' is not supported: use GET, POST, PUT, PATCH, DELETE or HEAD");
+                     "HTTP method " + shown(request.method, 16) +
+                         " is not supported: use GET, POST, PUT, PATCH, DELETE or HEAD");
     return nullptr;
   }
   if (request.url.size() > kMaxUrlBytes) {
@@ -365,6 +388,13 @@ std::unique_ptr<Transfer> HttpBroker::Impl::prepare(OutboundRequest& request,
     refusal = refuse(HELM_STATUS_INVALID_INPUT, "the URL has no usable host and port");
     return nullptr;
   }
+  if (!is_plain_host(*host)) {
+    refusal = refuse(HELM_STATUS_INVALID_INPUT,
+                     "the URL's host " + shown(*host) +
+                         " is not a plain ASCII name: write internationalised names in their "
+                         "xn-- (punycode) form");
+    return nullptr;
+  }
   const std::string host_port = *host + ":" + std::to_string(port);
   if (!host_allowed(*host, port, request.allowed_hosts)) {
     refusal = refuse(HELM_STATUS_FORBIDDEN,
@@ -387,20 +417,20 @@ std::unique_ptr<Transfer> HttpBroker::Impl::prepare(OutboundRequest& request,
     header_bytes += name.size() + value.size() + 4;
     if (!is_token(name)) {
       refusal = refuse(HELM_STATUS_INVALID_INPUT,
-                       "request header name '" + name.substr(0, 64) +
-                           "' is not a valid HTTP token (letters, digits and !#$%&'*+-.^_`|~)");
+                       "request header name " + shown(name) +
+                           " is not a valid HTTP token (letters, digits and !#$%&'*+-.^_`|~)");
       return nullptr;
     }
     if (has_line_break_or_nul(value)) {
       refusal = refuse(HELM_STATUS_INVALID_INPUT,
-                       "the value of request header '" + name + "' contains CR, LF or NUL");
+                       "the value of request header " + shown(name) + " contains CR, LF or NUL");
       return nullptr;
     }
     for (const char* reserved : {"host", "content-length", "connection", "transfer-encoding"}) {
       if (iequals(name, reserved)) {
-        refusal =
-            refuse(HELM_STATUS_INVALID_INPUT,
-                   "request header '" + name + "' is set by the host: remove it from the request");
+        refusal = refuse(
+            HELM_STATUS_INVALID_INPUT,
+            "request header " + shown(name) + " is set by the host: remove it from the request");
         return nullptr;
       }
     }

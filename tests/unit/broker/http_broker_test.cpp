@@ -538,6 +538,19 @@ TEST_F(HttpBrokerTest, MalformedRequestsAreRefusedAsInvalidInput) {
               r.url = "https://user:pw@localhost:" + std::to_string(port_) + "/echo";
             }).status,
             HELM_STATUS_INVALID_INPUT);
+  const auto unicode = with([](OutboundRequest& r) {
+    r.url =
+        "https://b\xC3\xBC"
+        "cher.example/";
+    r.allowed_hosts = {
+        "b\xC3\xBC"
+        "cher.example",
+        "xn--bcher-kva.example"};
+  });
+  EXPECT_EQ(unicode.status, HELM_STATUS_INVALID_INPUT);
+  EXPECT_EQ(unicode.message.find('\n'), std::string::npos);
+  const auto injected = with([](OutboundRequest& r) { r.headers = {{"X-A\r\nX-B", "v"}}; });
+  EXPECT_EQ(injected.message.find('\n'), std::string::npos) << injected.message;
   EXPECT_EQ(with([&](OutboundRequest& r) { r.url = "localhost/echo"; }).status,
             HELM_STATUS_INVALID_INPUT);
   EXPECT_EQ(with([&](OutboundRequest& r) { r.url += " x"; }).status, HELM_STATUS_INVALID_INPUT);
