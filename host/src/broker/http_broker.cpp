@@ -201,6 +201,7 @@ struct Transfer {
   std::string method;
   std::chrono::milliseconds timeout{0};
   std::chrono::milliseconds connect_timeout{0};
+  std::chrono::steady_clock::time_point submitted = std::chrono::steady_clock::now();
   CURL* easy = nullptr;
   CurlUrlPtr url;
   curl_slist* header_list = nullptr;
@@ -598,6 +599,21 @@ SubmitResult HttpBroker::Impl::submit(OutboundRequest request, Completion comple
 
 void HttpBroker::Impl::finish(std::unique_ptr<Transfer> transfer, helm_status status,
                               std::string message) {
+  if (options.observe) {
+    TransferRecord record;
+    record.method = transfer->method;
+    record.host_port = transfer->host_port;
+    record.status = status;
+    record.status_code = status == HELM_STATUS_OK ? transfer->response.status_code : 0;
+    record.duration = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - transfer->submitted);
+    record.response_bytes = status == HELM_STATUS_OK ? transfer->response.body.size() : 0;
+    try {
+      options.observe(record);
+    } catch (const std::exception& e) {
+      log::error("outbound request observer threw", {{"error", e.what()}});
+    }
+  }
   std::shared_ptr<OutboundResponse> response;
   if (status == HELM_STATUS_OK) {
     response = std::make_shared<OutboundResponse>(std::move(transfer->response));

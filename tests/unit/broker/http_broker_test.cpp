@@ -458,6 +458,28 @@ TEST_F(HttpBrokerTest, GetRoundTripCarriesHeadersBothWays) {
   EXPECT_TRUE(outcome.message.empty());
 }
 
+TEST_F(HttpBrokerTest, ObserverSeesEachFinishedRequestWithoutItsPath) {
+  std::mutex mutex;
+  std::vector<std::string> seen;
+  HttpBrokerOptions options;
+  options.observe = [&](const TransferRecord& record) {
+    std::lock_guard lock(mutex);
+    seen.push_back(std::string(record.method) + " " + std::string(record.host_port) + " " +
+                   std::to_string(record.status) + " " + std::to_string(record.status_code) + " " +
+                   std::to_string(record.response_bytes) +
+                   (record.duration.count() > 0 ? " timed" : " untimed"));
+  };
+  HttpBroker broker(options);
+  ASSERT_EQ(run(broker, request("/limited?api_key=secret")).status, HELM_STATUS_OK);
+  auto slow = request("/slow");
+  slow.timeout = milliseconds(100);
+  ASSERT_EQ(run(broker, std::move(slow)).status, HELM_STATUS_TIMEOUT);
+  std::lock_guard lock(mutex);
+  const std::string where = "localhost:" + std::to_string(port_);
+  EXPECT_EQ(seen, (std::vector<std::string>{"GET " + where + " 0 429 21 timed",
+                                            "GET " + where + " 10 0 0 timed"}));
+}
+
 TEST_F(HttpBrokerTest, PostPutPatchDeleteSendTheirBodyAndMethod) {
   HttpBroker broker({});
   for (const std::string method : {"POST", "PUT", "PATCH", "DELETE"}) {

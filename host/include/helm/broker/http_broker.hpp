@@ -19,6 +19,23 @@
 
 namespace helm::broker {
 
+/// One finished request, for metrics and access logs. Holds no path, query, header or body
+/// (they may carry vendor credentials).
+struct TransferRecord {
+  /// The request's method.
+  std::string_view method;
+  /// The URL's host and port, "api.example.com:443".
+  std::string_view host_port;
+  /// The status the completion got.
+  helm_status status = HELM_STATUS_OK;
+  /// HTTP status code; 0 when no response arrived.
+  long status_code = 0;
+  /// From submit() to completion.
+  std::chrono::microseconds duration{0};
+  /// Response body bytes received (0 unless status is OK).
+  std::size_t response_bytes = 0;
+};
+
 /// Limits and routing of one broker, fixed for its lifetime (set by the hub's configuration).
 struct HttpBrokerOptions {
   /// Whole-request deadline when a request gives none (OutboundRequest::timeout == 0).
@@ -47,6 +64,9 @@ struct HttpBrokerOptions {
   /// Where completions run, e.g. a worker pool's post(). Empty: on the broker thread itself, in
   /// which case completions must be quick and must not call shutdown() or destroy the broker.
   std::function<void(std::function<void()>)> dispatch;
+  /// Told about every accepted request once it finished, on the broker thread, just before its
+  /// completion is dispatched (e.g. to feed a latency histogram). Must be quick; empty: none.
+  std::function<void(const TransferRecord&)> observe;
 };
 
 /// One outbound request as a plugin asked for it, after the host copied it out of the ABI struct.
