@@ -518,8 +518,12 @@ std::unique_ptr<Transfer> HttpBroker::Impl::prepare(OutboundRequest& request,
       set(curl_easy_setopt(e, CURLOPT_NOPROXY, options.no_proxy.c_str()));
   }
   set(curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list));
-  set(curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
-                       static_cast<curl_off_t>(options.max_response_bytes)));
+  if (request.method != "HEAD") {
+    // Fails at once on a Content-Length over the cap. Not for HEAD: its Content-Length describes
+    // a body that never comes, and libcurl would refuse it all the same.
+    set(curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
+                         static_cast<curl_off_t>(options.max_response_bytes)));
+  }
   set(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Transfer::on_body));
   set(curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get()));
   set(curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::on_header));

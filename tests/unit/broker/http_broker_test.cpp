@@ -687,6 +687,10 @@ TEST_F(HttpBrokerTest, ResponseOverTheCapIsResourceExhausted) {
   EXPECT_EQ(outcome.status, HELM_STATUS_RESOURCE_EXHAUSTED) << outcome.message;
   EXPECT_FALSE(outcome.response);
   EXPECT_NE(outcome.message.find("65536"), std::string::npos) << outcome.message;
+  // HEAD announces the large size but carries no body: nothing to refuse.
+  const auto head = run(broker, request("/big", "HEAD"));
+  ASSERT_EQ(head.status, HELM_STATUS_OK) << head.message;
+  EXPECT_EQ(header(*head.response, "content-length"), std::to_string(1u << 20));
   options.max_response_bytes = 2u << 20;
   HttpBroker roomy(options);
   const auto fits = run(roomy, request("/big"));
