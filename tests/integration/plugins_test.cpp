@@ -108,7 +108,10 @@ TEST_F(PluginManagerHub, LoadsExampleEchoListsBrokenPluginsAndHidesDetailsFromOt
   EXPECT_EQ(echo["version"], "1.0.0");
   EXPECT_EQ(echo["kind"], "x-helm-example");
   EXPECT_EQ(echo["abi"], "1.1");
-  EXPECT_NE(echo["signer"].get<std::string>().find("unsigned"), std::string::npos) << echo;
+  // Built in-tree: signed with this build tree's development key, which this hub trusts.
+  EXPECT_NE(echo["signer"].get<std::string>().find("development key of this build tree"),
+            std::string::npos)
+      << echo;
   EXPECT_EQ(echo["last_error"], "");
   EXPECT_EQ(echo["config"], json::object());
 
@@ -169,7 +172,15 @@ TEST_F(PluginManagerHub, LoadsExampleEchoListsBrokenPluginsAndHidesDetailsFromOt
 }
 
 TEST_F(PluginManagerHub, RefusesUnsignedPluginsUnlessAllowed) {
-  HubProcess hub(options(false));
+  // An unsigned copy of example-echo, alone on the plugin path.
+  TempDir unsigned_dir("helm-plugins-unsigned");
+  std::filesystem::copy(std::string(HELM_BUILD_PLUGINS_DIR) + "/example-echo",
+                        unsigned_dir.path() + "/example-echo",
+                        std::filesystem::copy_options::recursive);
+  std::filesystem::remove(unsigned_dir.path() + "/example-echo/signature");
+  HubOptions o = options(false);
+  o.env["HELM_PLUGINS_PATH"] = unsigned_dir.path();
+  HubProcess hub(o);
   ASSERT_TRUE(hub.ready()) << hub.log();
   const std::string token = login(hub, "owner@a.test").value("token", "");
   auto list = call(hub, "GET", "/api/v1/plugins", token);

@@ -26,6 +26,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -50,6 +51,8 @@ class MisbehavingPlugin final : public helm::sdk::Plugin {
   ~MisbehavingPlugin() override {
     const std::lock_guard<std::mutex> lock(dropper_mutex_);
     if (dropper_.joinable()) dropper_.join();
+    for (std::thread& sleeper : sleepers_)
+      sleeper.join();
   }
 
   Result<void> start() override {
@@ -88,6 +91,15 @@ class MisbehavingPlugin final : public helm::sdk::Plugin {
       dropper_ = std::thread([dropped = std::move(call)]() mutable {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
         Call gone = std::move(dropped);
+      });
+    } else if (op == "slow") {
+      // Completes after delay_ms from a thread of its own: later than the manifest's timeout_ms
+      // when the caller asks for it, so the host's deadline and late-completion handling show.
+      const auto delay = std::chrono::milliseconds(call.input().value("delay_ms", 0));
+      const std::lock_guard<std::mutex> lock(dropper_mutex_);
+      sleepers_.emplace_back([call, delay]() mutable {
+        std::this_thread::sleep_for(delay);
+        call.complete({{"slept_ms", delay.count()}});
       });
     } else if (op == "host.log") {
       host().info("hello from the plugin");
@@ -132,6 +144,7 @@ class MisbehavingPlugin final : public helm::sdk::Plugin {
   std::atomic<int> threshold_;
   std::mutex dropper_mutex_;  // guards dropper_
   std::thread dropper_;
+  std::vector<std::thread> sleepers_;  // guarded by dropper_mutex_
 };
 
 }  // namespace

@@ -71,9 +71,6 @@ std::map<std::string, std::string>& summaries() {
        "Store a new version of a secret {\"value\"}; the value is never returned"},
       {"GET /api/v1/orgs/{org}/secrets", "List secrets: names, versions, timestamps (no values)"},
       {"DELETE /api/v1/orgs/{org}/secrets/{name...}", "Delete every version of a secret"},
-      {"GET /api/v1/plugins",
-       "Installed plugins and their state (hub operators also see signer, config, last error)"},
-      {"GET /api/v1/plugins/{name}", "One plugin: manifest, state, signer, last error"},
   };
   return table;
 }

@@ -255,11 +255,21 @@ int serve(const config::HubConfig& cfg) {
 
   // Plugins: loaded and started before the API serves, so the list is complete from the start.
   // A plugin that fails is recorded as failed; the hub serves regardless.
-  plugins::PluginManager plugin_manager(
-      {.search_path = plugins::plugin_search_path(cfg.plugins.path),
-       .trusted_keys_file = cfg.plugins.trusted_keys_file,
-       .allow_unsigned = cfg.plugins.allow_unsigned,
-       .staging_root = data_dir / "plugin-staging"});
+  // Plugin calls, timeouts and lifecycle work run on their own workers, so a slow plugin never
+  // holds up logins or REST handlers.
+  TaskPool plugin_workers(4);
+  plugins::PluginManagerOptions plugin_options{
+      .search_path = plugins::plugin_search_path(cfg.plugins.path),
+      .trusted_keys_file = cfg.plugins.trusted_keys_file,
+      .allow_unsigned = cfg.plugins.allow_unsigned,
+      .staging_root = data_dir / "plugin-staging"};
+  if (cfg.plugins.trusted_keys_file.empty())
+    plugin_options.dev_key_file = plugins::build_tree_dev_key();
+  plugin_options.pool = &pool;
+  plugin_options.secrets = &secret_service;
+  plugin_options.auth = &auth_service;
+  plugin_options.workers = &plugin_workers;
+  plugins::PluginManager plugin_manager(std::move(plugin_options));
   plugin_manager.start();
   plugins::PluginManagerBinding plugin_binding(services, plugin_manager);
 
@@ -312,6 +322,7 @@ int serve(const config::HubConfig& cfg) {
   server.stop();
   log::info("stopping plugins");
   plugin_manager.shutdown();
+  plugin_workers.stop();
   cpu.stop();
   pool.stop();
   if (embedded) embedded->stop();

@@ -472,6 +472,35 @@ bool PluginInstance::deliver_event(std::string_view topic, std::string_view orga
   return true;
 }
 
+helm_status PluginInstance::device_send(std::string_view device_id, std::string_view frame_json) {
+  const helm_plugin_v1& functions = plugin_->functions();
+  if (functions.device_send == nullptr) return HELM_STATUS_UNSUPPORTED;
+  if (!enter()) return HELM_STATUS_UNAVAILABLE;
+  helm_status status = HELM_STATUS_INTERNAL;
+  try {
+    status = known_status(functions.device_send(instance_, device_id.data(), device_id.size(),
+                                                frame_json.data(), frame_json.size()));
+  } catch (...) {
+    core_->violation("device_send() let an exception escape (the ABI forbids this)");
+  }
+  leave();
+  return status;
+}
+
+bool PluginInstance::device_close(std::string_view device_id, std::uint16_t code,
+                                  std::string_view reason) {
+  const helm_plugin_v1& functions = plugin_->functions();
+  if (functions.device_close == nullptr || !enter()) return false;
+  try {
+    functions.device_close(instance_, device_id.data(), device_id.size(), code, reason.data(),
+                           reason.size());
+  } catch (...) {
+    core_->violation("device_close() let an exception escape (the ABI forbids this)");
+  }
+  leave();
+  return true;
+}
+
 void PluginInstance::stop() {
   {
     std::unique_lock<std::mutex> lock(core_->mutex);

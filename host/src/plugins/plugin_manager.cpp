@@ -3,35 +3,121 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstring>
+#include <ctime>
 #include <fstream>
+#include <future>
+#include <pqxx/pqxx>
 #include <set>
 #include <sstream>
+#include <thread>
 
+#include "helm/auth/auth_service.hpp"
+#include "helm/core/task_pool.hpp"
 #include "helm/log/logger.hpp"
 #include "helm/plugins/manifest.hpp"
 #include "helm/plugins/plugin_instance.hpp"
 #include "helm/plugins/plugin_loader.hpp"
 #include "helm/schema/json_schema.hpp"
+#include "helm/secrets/secret_service.hpp"
+#include "helm/storage/db_pool.hpp"
+#include "helm/vault/names.hpp"
+#include "helm/vault/secure_buffer.hpp"
 
-namespace helm::plugins {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-struct PluginManager::Entry {
-  PluginRecord record;
-  /// What the plugin sees; host_ctx points at this Entry, which therefore lives as long as the
-  /// instance (forever, if the instance is abandoned).
-  helm_host_api api{};
-  std::unique_ptr<PluginInstance> instance;
+// ---------------------------------------------------------------------------------------------
+// The opaque ABI handles, defined here: a session handle per call and a lease per released
+// secret. A lease keeps its session alive so that a plugin releasing it late finds valid memory.
+
+struct helm_session {
+  helm::auth::SessionContext context;
+  std::string plugin;
+  std::string org_config_json;
+  std::mutex mutex;  // guards completed and open_leases
+  bool completed = false;
+  std::vector<helm_secret_lease*> open_leases;
 };
+
+struct helm_secret_lease {
+  std::shared_ptr<helm_session> session;
+  helm::vault::SecureBuffer bytes;  // value plus one NUL byte
+  std::size_t size = 0;             // 0 once wiped
+};
+
+namespace helm::plugins {
 
 namespace {
 
+/// What host_ctx points at: one per instance, kept as long as the instance (forever, if it is
+/// abandoned), so a plugin thread that outlives its instance still finds valid memory.
+struct HostContext {
+  PluginManager* manager = nullptr;
+  std::string plugin;
+  std::uint64_t owner = 0;  // identifies the instance to the broker services
+  std::vector<std::string> secret_globs;
+  std::vector<std::string> outbound_hosts;
+  std::vector<std::string> publish_topics;
+  std::vector<std::string> subscribe_topics;
+  bool transport = false;
+};
+
+std::atomic<std::uint64_t> g_next_owner{1};
+
+/// Contexts of abandoned instances, kept for the rest of the process on purpose.
+std::vector<std::shared_ptr<HostContext>>& abandoned_contexts() {
+  static auto* kept = new std::vector<std::shared_ptr<HostContext>>();
+  return *kept;
+}
+std::mutex& abandoned_mutex() {
+  static auto* m = new std::mutex();
+  return *m;
+}
+
+std::string now_rfc3339() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buffer;
+}
+
+std::vector<std::string> string_list(const json& value) {
+  std::vector<std::string> out;
+  if (!value.is_array()) return out;
+  for (const auto& item : value)
+    if (item.is_string()) out.push_back(item.get<std::string>());
+  return out;
+}
+
+std::shared_ptr<const schema::JsonSchema> compile_schema(const json& manifest, const char* key,
+                                                         std::string& error) {
+  json document = json::object();
+  if (manifest.is_object() && manifest.contains(key)) document = manifest.at(key);
+  auto compiled = schema::JsonSchema::compile(document);
+  if (!compiled) {
+    error = std::string(key) + " does not compile: " + compiled.error().message;
+    return nullptr;
+  }
+  return std::make_shared<const schema::JsonSchema>(std::move(compiled).value());
+}
+
+std::vector<std::pair<std::string, std::string>> validate(const schema::JsonSchema& schema,
+                                                          const json& value) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& e : schema.validate(value)) {
+    out.emplace_back(e.instance_path.empty() ? std::string("/") : e.instance_path, e.message);
+  }
+  return out;
+}
+
 // Every manifest is checked against the SDK's manifest schema before any plugin code runs.
-std::vector<std::string> validate_manifest(const nlohmann::json& manifest) {
-  static const auto compiled =
-      schema::JsonSchema::compile(nlohmann::json::parse(manifest_schema_text()));
+std::vector<std::string> validate_manifest(const json& manifest) {
+  static const auto compiled = schema::JsonSchema::compile(json::parse(manifest_schema_text()));
   if (!compiled)
     return {"the built-in manifest schema does not compile: " + compiled.error().message};
   std::vector<std::string> problems;
@@ -40,102 +126,6 @@ std::vector<std::string> validate_manifest(const nlohmann::json& manifest) {
                        e.message);
   }
   return problems;
-}
-
-}  // namespace
-
-namespace {
-
-// ---------------------------------------------------------------------------------------------
-// The host API. Only log() is implemented in this slice. Every other service (secret release,
-// outbound HTTP, events, key-value storage, timers, session information) arrives with later
-// issues (capability broker, plugin admin); until then each answers HELM_STATUS_UNSUPPORTED with
-// a message saying so, and plugins must cope (the ABI allows a host without a service).
-
-constexpr const char* kNotYet =
-    "this hub does not provide this service to plugins yet (it arrives with the capability "
-    "broker)";
-
-void set_error(helm_error* err, helm_status status, const char* message) {
-  if (err == nullptr || !HELM_HAS_FIELD(err, helm_error, message)) return;
-  err->status = status;
-  const std::size_t length = std::min(std::strlen(message), sizeof err->message - 1);
-  std::memcpy(err->message, message, length);
-  err->message[length] = '\0';
-}
-
-const std::string& plugin_name(void* host_ctx) {
-  return *static_cast<const std::string*>(host_ctx);
-}
-
-void host_log(void* host_ctx, helm_log_level level, const char* message, size_t length) {
-  const std::string text = message == nullptr ? std::string() : std::string(message, length);
-  const json fields = {{"plugin", plugin_name(host_ctx)}};
-  switch (level) {
-    case HELM_LOG_TRACE:
-    case HELM_LOG_DEBUG:
-      log::debug(text, fields);
-      break;
-    case HELM_LOG_WARN:
-      log::warn(text, fields);
-      break;
-    case HELM_LOG_ERROR:
-      log::error(text, fields);
-      break;
-    case HELM_LOG_INFO:
-    default:
-      log::info(text, fields);
-      break;
-  }
-}
-
-helm_status no_release_secret(void*, const helm_session*, const char*, size_t,
-                              helm_secret_lease** out_lease, helm_error* err) {
-  if (out_lease != nullptr) *out_lease = nullptr;
-  set_error(err, HELM_STATUS_UNSUPPORTED, kNotYet);
-  return HELM_STATUS_UNSUPPORTED;
-}
-// No lease is ever handed out, so these are never reached with a real one.
-const uint8_t* no_secret_data(const helm_secret_lease*) {
-  return nullptr;
-}
-size_t no_secret_size(const helm_secret_lease*) {
-  return 0;
-}
-void no_release_lease(helm_secret_lease*) {}
-
-helm_status no_http_request(void*, const helm_session*, const helm_http_request*,
-                            helm_http_complete_fn, void*, helm_error* err) {
-  set_error(err, HELM_STATUS_UNSUPPORTED, kNotYet);
-  return HELM_STATUS_UNSUPPORTED;
-}
-helm_status no_publish_event(void*, const char*, size_t, const char*, size_t, const char*, size_t,
-                             helm_error* err) {
-  set_error(err, HELM_STATUS_UNSUPPORTED, kNotYet);
-  return HELM_STATUS_UNSUPPORTED;
-}
-helm_status no_kv_get(void*, const char*, size_t, const char*, size_t, helm_bytes_sink_fn, void*,
-                      helm_error* err) {
-  set_error(err, HELM_STATUS_UNSUPPORTED, kNotYet);
-  return HELM_STATUS_UNSUPPORTED;
-}
-helm_status no_kv_put(void*, const char*, size_t, const char*, size_t, const uint8_t*, size_t,
-                      helm_error* err) {
-  set_error(err, HELM_STATUS_UNSUPPORTED, kNotYet);
-  return HELM_STATUS_UNSUPPORTED;
-}
-helm_status no_timer_schedule(void*, uint64_t, helm_timer_fn, void*, uint64_t* out_timer_id,
-                              helm_error* err) {
-  if (out_timer_id != nullptr) *out_timer_id = 0;
-  set_error(err, HELM_STATUS_UNSUPPORTED, kNotYet);
-  return HELM_STATUS_UNSUPPORTED;
-}
-void no_timer_cancel(void*, uint64_t) {}
-// No operation runs inside a session yet, so there is no session to describe.
-helm_status no_session_info(void*, const helm_session*, helm_bytes_sink_fn, void*,
-                            helm_error* err) {
-  set_error(err, HELM_STATUS_UNSUPPORTED, kNotYet);
-  return HELM_STATUS_UNSUPPORTED;
 }
 
 std::string string_member(const json& manifest, const char* key) {
@@ -171,7 +161,462 @@ std::vector<signing::PublicKey> read_trusted_keys(const fs::path& file) {
   return keys;
 }
 
+void set_error(helm_error* err, helm_status status, std::string_view message) {
+  if (err == nullptr || !HELM_HAS_FIELD(err, helm_error, message)) return;
+  err->status = status;
+  std::size_t length = std::min(message.size(), sizeof err->message - 1);
+  // Cut at a UTF-8 character boundary.
+  while (length > 0 && length < message.size() &&
+         (static_cast<unsigned char>(message[length]) & 0xC0) == 0x80) {
+    --length;
+  }
+  std::memcpy(err->message, message.data(), length);
+  err->message[length] = '\0';
+}
+
+helm_status fail(helm_error* err, helm_status status, std::string_view message) {
+  set_error(err, status, message);
+  return status;
+}
+
+HostContext& context_of(void* host_ctx) {
+  return *static_cast<HostContext*>(host_ctx);
+}
+
+/// Zeroes every lease of a session still open when its call completes (the ABI promises this).
+void close_session(const std::shared_ptr<helm_session>& session) {
+  const std::lock_guard lock(session->mutex);
+  session->completed = true;
+  for (helm_secret_lease* lease : session->open_leases) {
+    if (lease->bytes.size() > 0) std::memset(lease->bytes.data(), 0, lease->bytes.size());
+    lease->size = 0;
+  }
+}
+
+[[maybe_unused]] bool topic_allowed(const std::vector<std::string>& patterns,
+                                    std::string_view topic) {
+  for (const std::string& pattern : patterns) {
+    if (pattern == topic) return true;
+    if (pattern.size() > 2 && pattern.compare(pattern.size() - 2, 2, ".*") == 0) {
+      const std::string_view prefix(pattern.data(), pattern.size() - 1);  // keeps the dot
+      if (topic.size() > prefix.size() && topic.substr(0, prefix.size()) == prefix) return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
+
+/// Operation deadlines: one thread for all calls; a fired deadline runs on the worker pool.
+struct PluginManager::Deadlines {
+  explicit Deadlines(TaskPool* workers) : workers_(workers), thread_([this] { run(); }) {}
+  ~Deadlines() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  Deadlines(const Deadlines&) = delete;
+  Deadlines& operator=(const Deadlines&) = delete;
+
+  std::uint64_t add(std::chrono::steady_clock::time_point when, std::function<void()> fn) {
+    std::lock_guard lock(mutex_);
+    const std::uint64_t id = ++next_id_;
+    queue_.emplace(when, id);
+    pending_.emplace(id, std::move(fn));
+    wake_.notify_all();
+    return id;
+  }
+  void cancel(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    pending_.erase(id);
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      if (queue_.empty()) {
+        wake_.wait(lock);
+        continue;
+      }
+      const auto [when, id] = *queue_.begin();
+      if (std::chrono::steady_clock::now() < when) {
+        wake_.wait_until(lock, when);
+        continue;
+      }
+      queue_.erase(queue_.begin());
+      auto found = pending_.find(id);
+      if (found == pending_.end()) continue;
+      std::function<void()> fn = std::move(found->second);
+      pending_.erase(found);
+      lock.unlock();
+      if (workers_ != nullptr) {
+        workers_->post(std::move(fn));
+      } else {
+        fn();
+      }
+      lock.lock();
+    }
+  }
+
+  TaskPool* workers_;
+  std::mutex mutex_;  // guards everything below
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::uint64_t next_id_ = 0;
+  std::multimap<std::chrono::steady_clock::time_point, std::uint64_t> queue_;
+  std::map<std::uint64_t, std::function<void()>> pending_;
+  std::thread thread_;
+};
+
+struct PluginManager::Entry {
+  PluginRecord record;
+  std::shared_ptr<HostContext> context;      // of the running instance
+  std::shared_ptr<PluginInstance> instance;  // null unless running
+  std::shared_ptr<const schema::JsonSchema> config_schema;
+  std::shared_ptr<const schema::JsonSchema> org_config_schema;
+  std::map<std::string, std::shared_ptr<const schema::JsonSchema>> op_schemas;
+  std::map<std::string, std::chrono::milliseconds> op_timeouts;
+  std::atomic<std::uint64_t> calls{0};
+  std::atomic<std::uint64_t> calls_failed{0};
+};
+
+// ---------------------------------------------------------------------------------------------
+// The host API: every function a plugin can reach, checked against its manifest.
+
+struct PluginManager::HostFunctions {
+  static void log(void* host_ctx, helm_log_level level, const char* message, size_t length) {
+    try {
+      const std::string text = message == nullptr ? std::string() : std::string(message, length);
+      const json fields = {{"plugin", context_of(host_ctx).plugin}};
+      switch (level) {
+        case HELM_LOG_TRACE:
+        case HELM_LOG_DEBUG:
+          log::debug(text, fields);
+          break;
+        case HELM_LOG_WARN:
+          log::warn(text, fields);
+          break;
+        case HELM_LOG_ERROR:
+          log::error(text, fields);
+          break;
+        case HELM_LOG_INFO:
+        default:
+          log::info(text, fields);
+          break;
+      }
+    } catch (...) {
+      // Logging must never take a plugin down.
+    }
+  }
+
+  static helm_status release_secret(void* host_ctx, const helm_session* session, const char* name,
+                                    size_t name_len, helm_secret_lease** out_lease,
+                                    helm_error* err) noexcept {
+    try {
+      HostContext& ctx = context_of(host_ctx);
+      if (session == nullptr) {
+        return fail(err, HELM_STATUS_UNAUTHORIZED,
+                    "secrets are released only inside a call's session; none was given");
+      }
+      if (out_lease == nullptr || (name == nullptr && name_len > 0)) {
+        return fail(err, HELM_STATUS_INVALID_INPUT, "release_secret: out_lease or name is NULL");
+      }
+      auto* service = ctx.manager->options().secrets;
+      if (service == nullptr) {
+        return fail(err, HELM_STATUS_UNSUPPORTED, "this hub has no vault configured for plugins");
+      }
+      auto* state = const_cast<helm_session*>(session);
+      {
+        const std::lock_guard lock(state->mutex);
+        if (state->completed) {
+          return fail(err, HELM_STATUS_UNAUTHORIZED,
+                      "the call this session belongs to has completed; the session is gone");
+        }
+      }
+      const std::string secret_name(name == nullptr ? "" : name, name_len);
+      std::promise<secrets::ReleaseResult> promise;
+      auto future = promise.get_future();
+      service->release(
+          state->context, ctx.plugin, ctx.secret_globs, state->context.org_id, secret_name,
+          [&promise](secrets::ReleaseResult result) { promise.set_value(std::move(result)); });
+      secrets::ReleaseResult result = future.get();
+      if (!result.ok()) {
+        helm_status status = HELM_STATUS_INTERNAL;
+        switch (result.refusal().reason) {
+          case secrets::RefusalReason::kInvalidRequest:
+            status = HELM_STATUS_INVALID_INPUT;
+            break;
+          case secrets::RefusalReason::kSessionInvalid:
+            status = HELM_STATUS_UNAUTHORIZED;
+            break;
+          case secrets::RefusalReason::kWrongOrganization:
+          case secrets::RefusalReason::kNotDeclared:
+          case secrets::RefusalReason::kNotGranted:
+            status = HELM_STATUS_FORBIDDEN;
+            break;
+          case secrets::RefusalReason::kNoSuchSecret:
+            status = HELM_STATUS_NOT_FOUND;
+            break;
+          case secrets::RefusalReason::kDecryptFailed:
+            status = HELM_STATUS_INTERNAL;
+            break;
+          case secrets::RefusalReason::kUnavailable:
+            status = HELM_STATUS_UNAVAILABLE;
+            break;
+        }
+        return fail(err, status, result.refusal().message);
+      }
+      const std::string_view value = result.lease().value();
+      auto lease = std::make_unique<helm_secret_lease>();
+      lease->bytes = vault::SecureBuffer(value.size() + 1);
+      if (!value.empty()) std::memcpy(lease->bytes.data(), value.data(), value.size());
+      lease->bytes.data()[value.size()] = 0;
+      lease->size = value.size();
+      // The session handle is owned by a shared_ptr kept in the call; find it through the
+      // registry so the lease can keep it alive.
+      lease->session = session_handle(state);
+      {
+        const std::lock_guard lock(state->mutex);
+        if (state->completed) {
+          return fail(err, HELM_STATUS_UNAUTHORIZED, "the call completed during the release");
+        }
+        state->open_leases.push_back(lease.get());
+      }
+      *out_lease = lease.release();
+      return HELM_STATUS_OK;
+    } catch (const std::exception& e) {
+      return fail(err, HELM_STATUS_INTERNAL, std::string("release_secret failed: ") + e.what());
+    } catch (...) {
+      return fail(err, HELM_STATUS_INTERNAL, "release_secret failed");
+    }
+  }
+
+  static const uint8_t* secret_data(const helm_secret_lease* lease) noexcept {
+    return lease == nullptr ? nullptr : lease->bytes.data();
+  }
+  static size_t secret_size(const helm_secret_lease* lease) noexcept {
+    return lease == nullptr ? 0 : lease->size;
+  }
+  static void release_lease(helm_secret_lease* lease) noexcept {
+    if (lease == nullptr) return;
+    if (lease->session) {
+      const std::lock_guard lock(lease->session->mutex);
+      std::erase(lease->session->open_leases, lease);
+    }
+    delete lease;  // SecureBuffer wipes itself
+  }
+
+  static helm_status http_request(void* host_ctx, const helm_session* session,
+                                  const helm_http_request* request, helm_http_complete_fn complete,
+                                  void* user, helm_error* err) noexcept;
+
+  static helm_status publish_event(void*, const char*, size_t, const char*, size_t, const char*,
+                                   size_t, helm_error* err) noexcept {
+    return fail(err, HELM_STATUS_UNSUPPORTED, "the event bus is not available in this hub");
+  }
+  static helm_status kv_get(void*, const char*, size_t, const char*, size_t, helm_bytes_sink_fn,
+                            void*, helm_error* err) noexcept {
+    return fail(err, HELM_STATUS_UNSUPPORTED, "key-value storage is not available in this hub");
+  }
+  static helm_status kv_put(void*, const char*, size_t, const char*, size_t, const uint8_t*, size_t,
+                            helm_error* err) noexcept {
+    return fail(err, HELM_STATUS_UNSUPPORTED, "key-value storage is not available in this hub");
+  }
+  static helm_status timer_schedule(void*, uint64_t, helm_timer_fn, void*, uint64_t* out_timer_id,
+                                    helm_error* err) noexcept {
+    if (out_timer_id != nullptr) *out_timer_id = 0;
+    return fail(err, HELM_STATUS_UNSUPPORTED, "timers are not available in this hub");
+  }
+  static void timer_cancel(void*, uint64_t) noexcept {}
+
+  static helm_status session_info(void*, const helm_session* session, helm_bytes_sink_fn sink,
+                                  void* sink_ctx, helm_error* err) noexcept {
+    try {
+      if (session == nullptr) return fail(err, HELM_STATUS_UNAUTHORIZED, "no session given");
+      auto* state = const_cast<helm_session*>(session);
+      {
+        const std::lock_guard lock(state->mutex);
+        if (state->completed) {
+          return fail(err, HELM_STATUS_UNAUTHORIZED, "the call of this session has completed");
+        }
+      }
+      const auth::SessionContext& c = state->context;
+      if (std::chrono::system_clock::now() >= c.expires_at) {
+        return fail(err, HELM_STATUS_UNAUTHORIZED, "the session has expired");
+      }
+      const std::time_t expires = std::chrono::system_clock::to_time_t(c.expires_at);
+      std::tm tm{};
+      gmtime_r(&expires, &tm);
+      char when[32];
+      std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+      const json info = {
+          {"principal_kind", c.kind == auth::PrincipalKind::kTechnician ? "technician" : "service"},
+          {"principal_id", c.principal_id},
+          {"organization_id", c.org_id},
+          {"roles", json::array({std::string(auth::role_name(c.role))})},
+          {"expires_at", when}};
+      const std::string text = info.dump();
+      if (sink != nullptr)
+        sink(sink_ctx, reinterpret_cast<const uint8_t*>(text.data()), text.size());
+      return HELM_STATUS_OK;
+    } catch (...) {
+      return fail(err, HELM_STATUS_INTERNAL, "session_info failed");
+    }
+  }
+
+  // ---- ABI 1.1: the agent transport ----
+  static helm_status device_authenticate(void* host_ctx, const char* token, size_t token_len,
+                                         helm_device_auth_complete_fn complete, void* user,
+                                         helm_error* err) noexcept {
+    try {
+      HostContext& ctx = context_of(host_ctx);
+      if (!ctx.transport) {
+        return fail(err, HELM_STATUS_FORBIDDEN,
+                    "device_authenticate is for transport plugins: declare "
+                    "\"capabilities\": {\"transport\": true}");
+      }
+      TransportHost* host = ctx.manager->options().transport_host;
+      if (host == nullptr) {
+        return fail(err, HELM_STATUS_UNAVAILABLE, "this hub runs no agent service");
+      }
+      if (complete == nullptr) return fail(err, HELM_STATUS_INVALID_INPUT, "complete is NULL");
+      host->authenticate_device(std::string(token == nullptr ? "" : token, token_len),
+                                [complete, user](helm_status status, std::string device_json) {
+                                  complete(user, status, device_json.c_str(), device_json.size());
+                                });
+      return HELM_STATUS_OK;
+    } catch (...) {
+      return fail(err, HELM_STATUS_INTERNAL, "device_authenticate failed");
+    }
+  }
+
+  static void device_event(void* host_ctx, helm_device_event_kind kind, uint64_t connection_id,
+                           const char* device_id, size_t device_id_len, const char* frame,
+                           size_t frame_len) noexcept {
+    try {
+      HostContext& ctx = context_of(host_ctx);
+      TransportHost* host = ctx.manager->options().transport_host;
+      if (!ctx.transport || host == nullptr) return;
+      const std::string id(device_id == nullptr ? "" : device_id, device_id_len);
+      const std::string text(frame == nullptr ? "" : frame, frame_len);
+      switch (kind) {
+        case HELM_DEVICE_CONNECTED:
+          host->device_connected(connection_id, id, text);
+          break;
+        case HELM_DEVICE_FRAME:
+          host->device_frame(connection_id, id, text);
+          break;
+        case HELM_DEVICE_DISCONNECTED:
+          host->device_disconnected(connection_id, id);
+          break;
+        default:
+          break;
+      }
+    } catch (...) {
+      // A failure to record a device event must not take the transport down.
+    }
+  }
+
+  static void transport_listening(void* host_ctx, const char* url, size_t url_len) noexcept {
+    try {
+      HostContext& ctx = context_of(host_ctx);
+      TransportHost* host = ctx.manager->options().transport_host;
+      if (!ctx.transport || host == nullptr) return;
+      const std::string text(url == nullptr ? "" : url, url_len);
+      log::info("agent transport listening", {{"plugin", ctx.plugin}, {"url", text}});
+      host->transport_listening(text);
+    } catch (...) {
+    }
+  }
+
+  static helm_status transport_settings(void* host_ctx, helm_bytes_sink_fn sink, void* sink_ctx,
+                                        helm_error* err) noexcept {
+    try {
+      HostContext& ctx = context_of(host_ctx);
+      if (!ctx.transport) {
+        return fail(err, HELM_STATUS_FORBIDDEN, "transport_settings is for transport plugins");
+      }
+      TransportHost* host = ctx.manager->options().transport_host;
+      if (host == nullptr) return fail(err, HELM_STATUS_UNAVAILABLE, "no agent service");
+      const std::string text = host->transport_settings();
+      if (sink != nullptr)
+        sink(sink_ctx, reinterpret_cast<const uint8_t*>(text.data()), text.size());
+      return HELM_STATUS_OK;
+    } catch (...) {
+      return fail(err, HELM_STATUS_INTERNAL, "transport_settings failed");
+    }
+  }
+
+  /// Sessions handed to plugins, by handle, so a lease can keep its session alive.
+  static std::shared_ptr<helm_session> session_handle(helm_session* raw) {
+    const std::lock_guard lock(sessions_mutex());
+    auto it = sessions().find(raw);
+    return it == sessions().end() ? nullptr : it->second.lock();
+  }
+  static std::mutex& sessions_mutex() {
+    static auto* m = new std::mutex();
+    return *m;
+  }
+  static std::map<helm_session*, std::weak_ptr<helm_session>>& sessions() {
+    static auto* s = new std::map<helm_session*, std::weak_ptr<helm_session>>();
+    return *s;
+  }
+  static std::shared_ptr<helm_session> open_session(const auth::SessionContext& context,
+                                                    const std::string& plugin,
+                                                    std::string org_config_json) {
+    auto session = std::shared_ptr<helm_session>(new helm_session(), [](helm_session* raw) {
+      {
+        const std::lock_guard lock(sessions_mutex());
+        sessions().erase(raw);
+      }
+      delete raw;
+    });
+    session->context = context;
+    session->plugin = plugin;
+    session->org_config_json = std::move(org_config_json);
+    const std::lock_guard lock(sessions_mutex());
+    sessions()[session.get()] = session;
+    return session;
+  }
+
+  static helm_host_api make_api(HostContext* ctx) {
+    helm_host_api api{};
+    api.struct_size = sizeof api;
+    api.abi_major = HELM_PLUGIN_ABI_MAJOR;
+    api.abi_minor = HELM_PLUGIN_ABI_MINOR;
+    api.host_ctx = ctx;
+    api.log = &log;
+    api.release_secret = &release_secret;
+    api.secret_data = &secret_data;
+    api.secret_size = &secret_size;
+    api.release_lease = &release_lease;
+    api.http_request = &http_request;
+    api.publish_event = &publish_event;
+    api.kv_get = &kv_get;
+    api.kv_put = &kv_put;
+    api.timer_schedule = &timer_schedule;
+    api.timer_cancel = &timer_cancel;
+    api.session_info = &session_info;
+    api.device_authenticate = &device_authenticate;
+    api.device_event = &device_event;
+    api.transport_listening = &transport_listening;
+    api.transport_settings = &transport_settings;
+    return api;
+  }
+};
+
+helm_status PluginManager::HostFunctions::http_request(void*, const helm_session*,
+                                                       const helm_http_request*,
+                                                       helm_http_complete_fn, void*,
+                                                       helm_error* err) noexcept {
+  return fail(err, HELM_STATUS_UNSUPPORTED, "outbound HTTPS is not available in this hub");
+}
+
+// ---------------------------------------------------------------------------------------------
 
 std::vector<fs::path> plugin_search_path(const std::string& configured) {
   std::vector<fs::path> out;
@@ -191,23 +636,17 @@ std::vector<fs::path> plugin_search_path(const std::string& configured) {
   return out;
 }
 
-PluginManager::PluginManager(PluginManagerOptions options) : options_(std::move(options)) {
-  host_api_.struct_size = sizeof host_api_;
-  host_api_.abi_major = HELM_PLUGIN_ABI_MAJOR;
-  host_api_.abi_minor = HELM_PLUGIN_ABI_MINOR;
-  host_api_.log = &host_log;
-  host_api_.release_secret = &no_release_secret;
-  host_api_.secret_data = &no_secret_data;
-  host_api_.secret_size = &no_secret_size;
-  host_api_.release_lease = &no_release_lease;
-  host_api_.http_request = &no_http_request;
-  host_api_.publish_event = &no_publish_event;
-  host_api_.kv_get = &no_kv_get;
-  host_api_.kv_put = &no_kv_put;
-  host_api_.timer_schedule = &no_timer_schedule;
-  host_api_.timer_cancel = &no_timer_cancel;
-  host_api_.session_info = &no_session_info;
+fs::path build_tree_dev_key() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return {};
+  // helm-hub lives in <build>/host/; the key in <build>/dev-publisher/.
+  const fs::path key = exe.parent_path() / ".." / "dev-publisher" / "dev.pub";
+  return fs::is_regular_file(key, ec) ? fs::weakly_canonical(key, ec) : fs::path();
 }
+
+PluginManager::PluginManager(PluginManagerOptions options)
+    : options_(std::move(options)), deadlines_(std::make_unique<Deadlines>(options_.workers)) {}
 
 PluginManager::~PluginManager() {
   shutdown();
@@ -219,6 +658,22 @@ void PluginManager::start() {
     fs::remove_all(options_.staging_root, ec);
     fs::create_directories(options_.staging_root, ec);
     ::chmod(options_.staging_root.c_str(), 0700);
+  }
+  if (options_.pool != nullptr) {
+    const auto failed = options_.pool->run([this](pqxx::connection_base& conn) {
+      pqxx::work tx(conn);
+      for (const auto& row : tx.exec("SELECT plugin, enabled, config::text, version "
+                                     "FROM plugin_settings")) {
+        stored_settings_[row[0].c_str()] = {
+            row[1].as<bool>(),
+            {json::parse(row[2].c_str(), nullptr, false), row[3].as<std::int64_t>()}};
+      }
+      tx.commit();
+    });
+    if (failed) {
+      log::error("cannot read the stored plugin settings; plugins start with defaults",
+                 {{"error", failed->message}});
+    }
   }
   std::vector<fs::path> directories;
   for (const fs::path& root : options_.search_path) {
@@ -239,6 +694,15 @@ void PluginManager::start() {
     load_one(directory);
 }
 
+PluginManager::Entry* PluginManager::entry_by_name(const std::string& name) const {
+  Entry* best = nullptr;
+  for (const auto& entry : entries_) {
+    if (entry->record.name != name) continue;
+    if (best == nullptr || entry->record.state == "running") best = entry.get();
+  }
+  return best;
+}
+
 void PluginManager::load_one(const fs::path& directory) {
   auto entry = std::make_unique<Entry>();
   PluginRecord& record = entry->record;
@@ -255,35 +719,67 @@ void PluginManager::load_one(const fs::path& directory) {
   record.kind = string_member(record.manifest, "kind");
   record.abi = string_member(record.manifest, "abi");
 
-  auto finish = [&](std::string error) {
-    if (!error.empty()) {
-      record.last_error = std::move(error);
-      log::error("plugin not loaded", {{"plugin", record.name},
-                                       {"directory", directory.string()},
-                                       {"error", record.last_error}});
-    } else {
-      log::info("plugin running", {{"plugin", record.name},
-                                   {"version", record.version},
-                                   {"signer", record.signer},
-                                   {"directory", directory.string()}});
-    }
-    std::lock_guard lock(mutex_);
-    entries_.push_back(std::move(entry));
-  };
+  json config = json::object();
+  if (auto stored = stored_settings_.find(record.name); stored != stored_settings_.end()) {
+    record.enabled = stored->second.first;
+    if (stored->second.second.first.is_object()) config = stored->second.second.first;
+    record.config_version = stored->second.second.second;
+  }
+  record.config = config;
 
   {
     std::lock_guard lock(mutex_);
     for (const auto& other : entries_) {
       if (other->record.name == record.name && other->record.state == "running") {
-        return finish("another plugin named " + record.name + " is already running from " +
-                      other->record.directory.string() + "; remove one of the two directories");
+        record.last_error = "another plugin named " + record.name + " is already running from " +
+                            other->record.directory.string() +
+                            "; remove one of the two directories";
+        log::error("plugin not loaded", {{"plugin", record.name},
+                                         {"directory", directory.string()},
+                                         {"error", record.last_error}});
+        entries_.push_back(std::move(entry));
+        return;
       }
     }
   }
+  Entry* raw = entry.get();
+  {
+    std::lock_guard lock(mutex_);
+    entries_.push_back(std::move(entry));
+  }
+  if (!raw->record.enabled) {
+    std::lock_guard lock(mutex_);
+    raw->record.state = "disabled";
+    log::info("plugin disabled by the operator; not loaded", {{"plugin", raw->record.name}});
+    return;
+  }
+  const ManagerOutcome started = start_instance(*raw, config);
+  if (!started.ok()) {
+    log::error("plugin not loaded", {{"plugin", raw->record.name},
+                                     {"directory", directory.string()},
+                                     {"error", started.message}});
+  }
+}
+
+ManagerOutcome PluginManager::start_instance(Entry& entry, const json& config) {
+  const fs::path directory = entry.record.directory;
+  auto failed = [&](helm_status status, std::string message) {
+    std::lock_guard lock(mutex_);
+    if (!entry.instance) entry.record.state = "failed";
+    entry.record.last_error = message;
+    return ManagerOutcome{status, std::move(message), {}};
+  };
 
   LoadOptions load_options;
   load_options.manifest_validator = validate_manifest;
   load_options.trusted_publisher_keys = read_trusted_keys(options_.trusted_keys_file);
+  std::string dev_key_id;
+  if (!options_.dev_key_file.empty()) {
+    for (const auto& key : read_trusted_keys(options_.dev_key_file)) {
+      dev_key_id = key.id();
+      load_options.trusted_publisher_keys.push_back(key);
+    }
+  }
   load_options.allow_unsigned = options_.allow_unsigned;
   load_options.staging_root = options_.staging_root;
   auto loaded = load_plugin(directory, load_options);
@@ -295,29 +791,108 @@ void PluginManager::load_one(const fs::path& directory) {
                 "publisher key in plugins.trusted_keys_file, or, for development only, set "
                 "plugins.allow_unsigned = true";
     }
-    return finish(std::move(message));
+    return failed(HELM_STATUS_INVALID_INPUT, std::move(message));
   }
   const std::shared_ptr<const LoadedPlugin> plugin = std::move(loaded).value();
-  record.abi = to_string(plugin->abi());
-  record.signer = plugin->signer().is_signed
-                      ? "signed by " + plugin->signer().key_id
-                      : std::string("unsigned (allowed by plugins.allow_unsigned)");
+  const json& manifest = plugin->manifest();
 
-  entry->api = host_api_;
-  entry->api.host_ctx = &record.name;
-  const std::string name = record.name;
-  auto created = PluginInstance::create(
-      plugin, entry->api, record.config.dump(), [name](const std::string& message) {
+  // Schemas: configuration, per-organization settings, each operation's input.
+  std::string schema_error;
+  auto config_schema = compile_schema(manifest, "config_schema", schema_error);
+  auto org_schema = compile_schema(manifest, "org_config_schema", schema_error);
+  std::map<std::string, std::shared_ptr<const schema::JsonSchema>> op_schemas;
+  std::map<std::string, std::chrono::milliseconds> op_timeouts;
+  if (manifest.contains("operations") && manifest["operations"].is_object()) {
+    for (const auto& [op, spec] : manifest["operations"].items()) {
+      auto compiled = compile_schema(spec, "input_schema", schema_error);
+      if (!compiled) break;
+      op_schemas[op] = compiled;
+      op_timeouts[op] = spec.contains("timeout_ms") && spec["timeout_ms"].is_number_integer()
+                            ? std::chrono::milliseconds(spec["timeout_ms"].get<std::int64_t>())
+                            : options_.default_op_timeout;
+    }
+  }
+  if (!config_schema || !org_schema || !schema_error.empty()) {
+    return failed(HELM_STATUS_INVALID_INPUT, "manifest.json: " + schema_error);
+  }
+  if (const auto problems = validate(*config_schema, config); !problems.empty()) {
+    return failed(
+        HELM_STATUS_INVALID_INPUT,
+        "the stored configuration does not match config_schema: " + problems.front().first + ": " +
+            problems.front().second + "; fix it with PATCH /api/v1/plugins/" + entry.record.name);
+  }
+
+  auto context = std::make_shared<HostContext>();
+  context->manager = this;
+  context->plugin = plugin->name();
+  context->owner = g_next_owner.fetch_add(1);
+  const json caps = manifest.value("capabilities", json::object());
+  context->secret_globs = string_list(caps.value("secrets", json::array()));
+  context->outbound_hosts = string_list(caps.value("outbound_hosts", json::array()));
+  const json events = caps.value("events", json::object());
+  context->publish_topics = string_list(events.value("publish", json::array()));
+  context->subscribe_topics = string_list(events.value("subscribe", json::array()));
+  context->transport = caps.value("transport", false);
+  if (context->transport && plugin->functions().device_send == nullptr) {
+    return failed(HELM_STATUS_INVALID_INPUT,
+                  "the manifest declares capabilities.transport but the library has no "
+                  "device_send (build it against plugin ABI 1.1 with a transport entry)");
+  }
+
+  const helm_host_api api = HostFunctions::make_api(context.get());
+  const std::string name = plugin->name();
+  auto created =
+      PluginInstance::create(plugin, api, config.dump(), [name](const std::string& message) {
         log::warn("plugin misbehaved", {{"plugin", name}, {"violation", message}});
       });
-  if (!created) return finish("create() failed: " + created.error().message);
-  entry->instance = std::move(created).value();
-  if (auto started = entry->instance->start(); !started) {
-    entry->instance.reset();
-    return finish("start() failed: " + started.error().message);
+  if (!created)
+    return failed(created.error().status, "create() failed: " + created.error().message);
+  std::shared_ptr<PluginInstance> instance = std::move(created).value();
+  if (auto started = instance->start(); !started) {
+    return failed(started.error().status, "start() failed: " + started.error().message);
   }
-  record.state = "running";
-  finish({});
+  std::shared_ptr<PluginInstance> previous;
+  std::shared_ptr<HostContext> previous_context;
+  {
+    std::lock_guard lock(mutex_);
+    previous = std::move(entry.instance);
+    previous_context = std::move(entry.context);
+    entry.instance = instance;
+    entry.context = context;
+    entry.config_schema = config_schema;
+    entry.org_config_schema = org_schema;
+    entry.op_schemas = std::move(op_schemas);
+    entry.op_timeouts = std::move(op_timeouts);
+    entry.record.state = "running";
+    entry.record.last_error.clear();
+    entry.record.abi = to_string(plugin->abi());
+    entry.record.version = plugin->version();
+    entry.record.manifest = manifest;
+    entry.record.kind = string_member(manifest, "kind");
+    entry.record.signer = !plugin->signer().is_signed
+                              ? std::string("unsigned (allowed by plugins.allow_unsigned)")
+                              : "signed by " + plugin->signer().key_id +
+                                    (!dev_key_id.empty() && plugin->signer().key_id == dev_key_id
+                                         ? " (development key of this build tree)"
+                                         : "");
+    entry.record.config = config;
+    entry.record.loaded_at = now_rfc3339();
+  }
+  log::info("plugin running", {{"plugin", entry.record.name},
+                               {"version", entry.record.version},
+                               {"signer", entry.record.signer},
+                               {"directory", directory.string()}});
+  if (previous) {
+    // The old instance drains its calls in flight, then goes (reload).
+    if (!previous->shutdown(options_.drain_timeout)) {
+      log::error("the previous instance did not finish its calls; abandoned",
+                 {{"plugin", entry.record.name}});
+      const std::lock_guard lock(abandoned_mutex());
+      abandoned_contexts().push_back(previous_context);
+      new std::shared_ptr<PluginInstance>(previous);  // kept forever on purpose
+    }
+  }
+  return {};
 }
 
 void PluginManager::shutdown() {
@@ -329,24 +904,29 @@ void PluginManager::shutdown() {
     }
   }
   for (Entry* entry : running) {
-    if (entry->instance->shutdown(PluginInstance::kDefaultDrainTimeout)) {
-      entry->instance.reset();
+    std::shared_ptr<PluginInstance> instance;
+    std::shared_ptr<HostContext> context;
+    {
+      std::lock_guard lock(mutex_);
+      instance = std::move(entry->instance);
+      context = entry->context;
+    }
+    if (!instance) continue;
+    if (instance->shutdown(options_.drain_timeout)) {
       std::lock_guard lock(mutex_);
       entry->record.state = "stopped";
       continue;
     }
     log::error("plugin calls did not finish; instance abandoned (its library stays loaded)",
                {{"plugin", entry->record.name}});
+    {
+      const std::lock_guard lock(abandoned_mutex());
+      abandoned_contexts().push_back(context);
+    }
+    new std::shared_ptr<PluginInstance>(instance);  // kept forever on purpose
     std::lock_guard lock(mutex_);
     entry->record.state = "failed";
     entry->record.last_error = "abandoned at shutdown: calls did not finish";
-    // The abandoned instance may still run code that reaches host_ctx (this Entry): both are
-    // kept forever on purpose.
-    (void)entry->instance.release();
-    for (auto& owned : entries_) {
-      if (owned.get() == entry) (void)owned.release();
-    }
-    std::erase(entries_, nullptr);
   }
 }
 
@@ -354,8 +934,12 @@ std::vector<PluginRecord> PluginManager::list() const {
   std::vector<PluginRecord> out;
   {
     std::lock_guard lock(mutex_);
-    for (const auto& entry : entries_)
+    for (const auto& entry : entries_) {
       out.push_back(entry->record);
+      out.back().calls = entry->calls.load();
+      out.back().calls_failed = entry->calls_failed.load();
+      out.back().violations = entry->instance ? entry->instance->violations() : 0;
+    }
   }
   std::stable_sort(out.begin(), out.end(),
                    [](const PluginRecord& a, const PluginRecord& b) { return a.name < b.name; });
@@ -364,14 +948,492 @@ std::vector<PluginRecord> PluginManager::list() const {
 
 std::optional<PluginRecord> PluginManager::find(const std::string& name) const {
   std::lock_guard lock(mutex_);
-  // A running plugin wins over a failed directory of the same name.
-  const PluginRecord* best = nullptr;
-  for (const auto& entry : entries_) {
-    if (entry->record.name != name) continue;
-    if (best == nullptr || entry->record.state == "running") best = &entry->record;
-  }
+  const Entry* best = entry_by_name(name);
   if (best == nullptr) return std::nullopt;
-  return *best;
+  PluginRecord record = best->record;
+  record.calls = best->calls.load();
+  record.calls_failed = best->calls_failed.load();
+  record.violations = best->instance ? best->instance->violations() : 0;
+  return record;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator lifecycle
+
+void PluginManager::persist_settings(const std::string& name, bool enabled, const json& config,
+                                     std::int64_t version) {
+  stored_settings_[name] = {enabled, {config, version}};
+  if (options_.pool == nullptr) return;
+  const auto failed = options_.pool->run([&](pqxx::connection_base& conn) {
+    pqxx::work tx(conn);
+    tx.exec_params(
+        "INSERT INTO plugin_settings (plugin, enabled, config, version, updated_at) "
+        "VALUES ($1, $2, $3::jsonb, $4, now()) ON CONFLICT (plugin) DO UPDATE SET "
+        "enabled = EXCLUDED.enabled, config = EXCLUDED.config, version = EXCLUDED.version, "
+        "updated_at = now()",
+        name, enabled, config.dump(), version);
+    tx.commit();
+  });
+  if (failed) {
+    log::error("plugin settings not saved; they hold until the hub restarts",
+               {{"plugin", name}, {"error", failed->message}});
+  }
+}
+
+ManagerOutcome PluginManager::set_enabled(const std::string& name, bool enabled) {
+  const std::lock_guard lifecycle(lifecycle_mutex_);
+  Entry* entry = nullptr;
+  json config;
+  std::int64_t version = 1;
+  {
+    std::lock_guard lock(mutex_);
+    entry = entry_by_name(name);
+    if (entry == nullptr) return {HELM_STATUS_NOT_FOUND, "no plugin named " + name, {}};
+    config = entry->record.config;
+    version = entry->record.config_version;
+    entry->record.enabled = enabled;
+  }
+  persist_settings(name, enabled, config, version);
+  if (enabled) {
+    std::shared_ptr<PluginInstance> running;
+    {
+      std::lock_guard lock(mutex_);
+      running = entry->instance;
+    }
+    if (running) return {};
+    return start_instance(*entry, config);
+  }
+  std::shared_ptr<PluginInstance> instance;
+  std::shared_ptr<HostContext> context;
+  {
+    std::lock_guard lock(mutex_);
+    instance = std::move(entry->instance);
+    context = entry->context;
+    entry->record.state = "disabled";
+  }
+  if (instance && !instance->shutdown(options_.drain_timeout)) {
+    const std::lock_guard lock(abandoned_mutex());
+    abandoned_contexts().push_back(context);
+    new std::shared_ptr<PluginInstance>(instance);  // kept forever on purpose
+    std::lock_guard record_lock(mutex_);
+    entry->record.last_error = "disabled while calls were still running; instance abandoned";
+  }
+  log::info("plugin disabled", {{"plugin", name}});
+  return {};
+}
+
+ManagerOutcome PluginManager::reload(const std::string& name) {
+  const std::lock_guard lifecycle(lifecycle_mutex_);
+  Entry* entry = nullptr;
+  json config;
+  {
+    std::lock_guard lock(mutex_);
+    entry = entry_by_name(name);
+    if (entry == nullptr) return {HELM_STATUS_NOT_FOUND, "no plugin named " + name, {}};
+    if (!entry->record.enabled) {
+      return {HELM_STATUS_CONFLICT,
+              "plugin " + name + " is disabled; enable it (PATCH {\"enabled\": true}) instead",
+              {}};
+    }
+    config = entry->record.config;
+  }
+  auto outcome = start_instance(*entry, config);
+  if (outcome.ok()) log::info("plugin reloaded", {{"plugin", name}});
+  return outcome;
+}
+
+ManagerOutcome PluginManager::set_config(const std::string& name, const json& config,
+                                         std::optional<std::int64_t> if_match, bool dry_run) {
+  const std::lock_guard lifecycle(lifecycle_mutex_);
+  Entry* entry = nullptr;
+  std::shared_ptr<const schema::JsonSchema> schema;
+  std::shared_ptr<PluginInstance> instance;
+  std::int64_t version = 0;
+  bool enabled = true;
+  {
+    std::lock_guard lock(mutex_);
+    entry = entry_by_name(name);
+    if (entry == nullptr) return {HELM_STATUS_NOT_FOUND, "no plugin named " + name, {}};
+    schema = entry->config_schema;
+    instance = entry->instance;
+    version = entry->record.config_version;
+    enabled = entry->record.enabled;
+  }
+  if (if_match && *if_match != version) {
+    return {HELM_STATUS_CONFLICT,
+            "the configuration changed since it was read (version " + std::to_string(version) +
+                "); read it again and retry",
+            {}};
+  }
+  if (!config.is_object()) {
+    return {HELM_STATUS_INVALID_INPUT,
+            "the configuration must be a JSON object",
+            {{"/", "not an object"}}};
+  }
+  if (schema) {
+    if (auto problems = validate(*schema, config); !problems.empty()) {
+      return {HELM_STATUS_INVALID_INPUT, "the configuration does not match the plugin's schema",
+              std::move(problems)};
+    }
+  } else if (!instance) {
+    // Not loaded (disabled or failed): no compiled schema yet, validate from the manifest.
+    std::string error;
+    json manifest;
+    {
+      std::lock_guard lock(mutex_);
+      manifest = entry->record.manifest;
+    }
+    if (auto compiled = compile_schema(manifest, "config_schema", error)) {
+      if (auto problems = validate(*compiled, config); !problems.empty()) {
+        return {HELM_STATUS_INVALID_INPUT, "the configuration does not match the plugin's schema",
+                std::move(problems)};
+      }
+    }
+  }
+  if (dry_run) return {};
+  if (instance) {
+    auto applied = instance->configure(config.dump());
+    if (!applied) {
+      if (applied.error().status != HELM_STATUS_UNSUPPORTED) {
+        return {applied.error().status == HELM_STATUS_INVALID_INPUT ? HELM_STATUS_INVALID_INPUT
+                                                                    : HELM_STATUS_CONFLICT,
+                applied.error().message + "; the previous configuration is still in effect",
+                {}};
+      }
+      // The plugin applies changes only at start: restart it with the new configuration; the
+      // old instance keeps serving if the new one does not come up.
+      auto restarted = start_instance(*entry, config);
+      if (!restarted.ok()) {
+        std::lock_guard lock(mutex_);
+        if (entry->instance) entry->record.state = "running";
+        return {restarted.status,
+                restarted.message + "; the previous configuration is still in effect",
+                {}};
+      }
+    }
+  }
+  {
+    std::lock_guard lock(mutex_);
+    entry->record.config = config;
+    entry->record.config_version = version + 1;
+  }
+  persist_settings(name, enabled, config, version + 1);
+  log::info("plugin configuration changed", {{"plugin", name}, {"version", version + 1}});
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Organization level
+
+std::optional<OrgPluginSettings> PluginManager::org_settings(const std::string& org_id,
+                                                             const std::string& name) {
+  {
+    std::lock_guard lock(org_cache_mutex_);
+    if (auto it = org_cache_.find({org_id, name}); it != org_cache_.end()) return it->second;
+  }
+  OrgPluginSettings settings;
+  if (options_.pool != nullptr) {
+    const auto failed = options_.pool->run([&](pqxx::connection_base& conn) {
+      pqxx::work tx(conn);
+      const auto rows = tx.exec_params(
+          "SELECT enabled, config::text, version FROM plugin_org_settings "
+          "WHERE org_id = $1 AND plugin = $2",
+          org_id, name);
+      if (!rows.empty()) {
+        settings.enabled = rows[0][0].as<bool>();
+        settings.config = json::parse(rows[0][1].c_str(), nullptr, false);
+        if (!settings.config.is_object()) settings.config = json::object();
+        settings.version = rows[0][2].as<std::int64_t>();
+      }
+      for (const auto& row : tx.exec_params("SELECT secret_name FROM plugin_secret_grants "
+                                            "WHERE org_id = $1 AND plugin = $2 ORDER BY 1",
+                                            org_id, name)) {
+        settings.granted_secrets.emplace_back(row[0].c_str());
+      }
+      tx.commit();
+    });
+    if (failed) return std::nullopt;
+  }
+  std::lock_guard lock(org_cache_mutex_);
+  org_cache_[{org_id, name}] = settings;
+  return settings;
+}
+
+ManagerOutcome PluginManager::set_org_enabled(const std::string& org_id, const std::string& name,
+                                              bool enabled) {
+  {
+    std::lock_guard lock(mutex_);
+    if (entry_by_name(name) == nullptr) {
+      return {HELM_STATUS_NOT_FOUND, "no plugin named " + name, {}};
+    }
+  }
+  if (options_.pool != nullptr) {
+    const auto failed = options_.pool->run([&](pqxx::connection_base& conn) {
+      pqxx::work tx(conn);
+      tx.exec_params(
+          "INSERT INTO plugin_org_settings (org_id, plugin, enabled) VALUES ($1, $2, $3) "
+          "ON CONFLICT (org_id, plugin) DO UPDATE SET enabled = EXCLUDED.enabled, "
+          "updated_at = now()",
+          org_id, name, enabled);
+      tx.commit();
+    });
+    if (failed) return {HELM_STATUS_UNAVAILABLE, failed->message, {}};
+  }
+  std::lock_guard lock(org_cache_mutex_);
+  org_cache_.erase({org_id, name});
+  if (options_.pool == nullptr) org_cache_[{org_id, name}].enabled = enabled;
+  return {};
+}
+
+ManagerOutcome PluginManager::set_org_config(const std::string& org_id, const std::string& name,
+                                             const json& config,
+                                             std::optional<std::int64_t> if_match, bool dry_run) {
+  std::shared_ptr<const schema::JsonSchema> schema;
+  json manifest;
+  {
+    std::lock_guard lock(mutex_);
+    Entry* entry = entry_by_name(name);
+    if (entry == nullptr) return {HELM_STATUS_NOT_FOUND, "no plugin named " + name, {}};
+    schema = entry->org_config_schema;
+    manifest = entry->record.manifest;
+  }
+  if (!schema) {
+    std::string error;
+    schema = compile_schema(manifest, "org_config_schema", error);
+  }
+  if (!config.is_object()) {
+    return {
+        HELM_STATUS_INVALID_INPUT, "the settings must be a JSON object", {{"/", "not an object"}}};
+  }
+  if (schema) {
+    if (auto problems = validate(*schema, config); !problems.empty()) {
+      return {HELM_STATUS_INVALID_INPUT, "the settings do not match the plugin's schema",
+              std::move(problems)};
+    }
+  }
+  if (dry_run) return {};
+  auto current = org_settings(org_id, name);
+  if (!current) return {HELM_STATUS_UNAVAILABLE, "the database is unavailable", {}};
+  if (if_match && *if_match != current->version) {
+    return {HELM_STATUS_CONFLICT,
+            "the settings changed since they were read (version " +
+                std::to_string(current->version) + "); read them again and retry",
+            {}};
+  }
+  if (options_.pool != nullptr) {
+    bool stale = false;
+    const auto failed = options_.pool->run([&](pqxx::connection_base& conn) {
+      pqxx::work tx(conn);
+      const auto rows = tx.exec_params(
+          "INSERT INTO plugin_org_settings (org_id, plugin, config, version) "
+          "VALUES ($1, $2, $3::jsonb, 1) ON CONFLICT (org_id, plugin) DO UPDATE SET "
+          "config = EXCLUDED.config, version = plugin_org_settings.version + 1, "
+          "updated_at = now() WHERE $4::bigint IS NULL OR plugin_org_settings.version = $4 "
+          "RETURNING version",
+          org_id, name, config.dump(),
+          if_match ? std::optional<std::int64_t>(*if_match) : std::optional<std::int64_t>());
+      stale = rows.empty();
+      tx.commit();
+    });
+    if (failed) return {HELM_STATUS_UNAVAILABLE, failed->message, {}};
+    if (stale) {
+      std::lock_guard lock(org_cache_mutex_);
+      org_cache_.erase({org_id, name});
+      return {HELM_STATUS_CONFLICT, "the settings changed since they were read; retry", {}};
+    }
+  }
+  std::lock_guard lock(org_cache_mutex_);
+  org_cache_.erase({org_id, name});
+  if (options_.pool == nullptr) {
+    auto& cached = org_cache_[{org_id, name}];
+    cached.config = config;
+    ++cached.version;
+  }
+  return {};
+}
+
+ManagerOutcome PluginManager::set_grants(const std::string& org_id, const std::string& name,
+                                         const std::vector<std::string>& secrets) {
+  std::vector<std::string> globs;
+  {
+    std::lock_guard lock(mutex_);
+    Entry* entry = entry_by_name(name);
+    if (entry == nullptr) return {HELM_STATUS_NOT_FOUND, "no plugin named " + name, {}};
+    const json& manifest = entry->record.manifest;
+    if (manifest.is_object() && manifest.contains("capabilities")) {
+      globs = string_list(manifest["capabilities"].value("secrets", json::array()));
+    }
+  }
+  ManagerOutcome outcome;
+  for (std::size_t i = 0; i < secrets.size(); ++i) {
+    const std::string& secret = secrets[i];
+    const std::string field = "/secrets/" + std::to_string(i);
+    if (!vault::is_valid_secret_name(secret)) {
+      outcome.errors.emplace_back(field, "\"" + secret + "\" is not a valid secret name");
+      continue;
+    }
+    const bool declared = std::any_of(globs.begin(), globs.end(), [&](const std::string& glob) {
+      return vault::glob_match(glob, secret);
+    });
+    if (!declared) {
+      outcome.errors.emplace_back(field, "\"" + secret + "\" is not declared by plugin " + name +
+                                             " (capabilities.secrets)");
+    }
+  }
+  if (!outcome.errors.empty()) {
+    outcome.status = HELM_STATUS_INVALID_INPUT;
+    outcome.message = "grants may name only secrets the plugin declares";
+    return outcome;
+  }
+  if (options_.pool != nullptr) {
+    const auto failed = options_.pool->run([&](pqxx::connection_base& conn) {
+      pqxx::work tx(conn);
+      tx.exec_params("DELETE FROM plugin_secret_grants WHERE org_id = $1 AND plugin = $2", org_id,
+                     name);
+      for (const std::string& secret : std::set<std::string>(secrets.begin(), secrets.end())) {
+        tx.exec_params(
+            "INSERT INTO plugin_secret_grants (org_id, plugin, secret_name) VALUES ($1, $2, $3)",
+            org_id, name, secret);
+      }
+      tx.commit();
+    });
+    if (failed) return {HELM_STATUS_UNAVAILABLE, failed->message, {}};
+  }
+  std::lock_guard lock(org_cache_mutex_);
+  org_cache_.erase({org_id, name});
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+void PluginManager::invoke(const std::string& name, const auth::SessionContext& session,
+                           const std::string& op, const json& input,
+                           std::function<void(OperationResult)> done) {
+  std::shared_ptr<PluginInstance> instance;
+  std::shared_ptr<const schema::JsonSchema> input_schema;
+  std::chrono::milliseconds timeout = options_.default_op_timeout;
+  Entry* entry = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    entry = entry_by_name(name);
+    if (entry == nullptr) {
+      return done({HELM_STATUS_NOT_FOUND, "no plugin named " + name, {}});
+    }
+    if (!entry->instance) {
+      return done({HELM_STATUS_UNAVAILABLE,
+                   "plugin " + name + " is " + entry->record.state +
+                       (entry->record.last_error.empty() ? "" : ": " + entry->record.last_error),
+                   {}});
+    }
+    auto schema = entry->op_schemas.find(op);
+    if (schema == entry->op_schemas.end()) {
+      return done({HELM_STATUS_NOT_FOUND, "plugin " + name + " has no operation " + op, {}});
+    }
+    input_schema = schema->second;
+    timeout = entry->op_timeouts[op];
+    instance = entry->instance;
+  }
+  auto settings = org_settings(session.org_id, name);
+  if (!settings) return done({HELM_STATUS_UNAVAILABLE, "the database is unavailable", {}});
+  if (!settings->enabled) {
+    return done({HELM_STATUS_FORBIDDEN,
+                 "plugin " + name +
+                     " is not enabled for this organization; an admin turns it on with "
+                     "PATCH /api/v1/orgs/{org}/plugins/" +
+                     name + " {\"enabled\": true}",
+                 {}});
+  }
+  if (auto problems = validate(*input_schema, input); !problems.empty()) {
+    return done({HELM_STATUS_INVALID_INPUT, "the input does not match the operation's schema",
+                 std::move(problems)});
+  }
+  entry->calls.fetch_add(1);
+
+  auto session_state = HostFunctions::open_session(session, name, settings->config.dump());
+  struct Shared {
+    std::mutex mutex;
+    bool finished = false;
+    std::function<void(OperationResult)> done;
+  };
+  auto shared = std::make_shared<Shared>();
+  shared->done = std::move(done);
+  auto finish = [shared, entry](OperationResult result) {
+    std::function<void(OperationResult)> callback;
+    {
+      std::lock_guard lock(shared->mutex);
+      if (shared->finished) return false;
+      shared->finished = true;
+      callback = std::move(shared->done);
+    }
+    if (result.status != HELM_STATUS_OK) entry->calls_failed.fetch_add(1);
+    callback(std::move(result));
+    return true;
+  };
+
+  CallRequest request;
+  request.op = op;
+  request.input_json = input.dump();
+  request.session = session_state.get();
+  request.organization_id = session.org_id;
+  request.org_config_json = settings->config.dump();
+  request.timeout = timeout;
+
+  // The deadline: the caller hears TIMEOUT, the plugin is asked to cancel, and its completion,
+  // whenever it comes, is ignored (the session stays alive until then).
+  auto call_id = std::make_shared<std::atomic<std::uint64_t>>(0);
+  auto deadline_id = std::make_shared<std::atomic<std::uint64_t>>(0);
+  std::weak_ptr<PluginInstance> weak_instance = instance;
+  Deadlines* deadlines = deadlines_.get();
+  deadline_id->store(deadlines->add(
+      std::chrono::steady_clock::now() + timeout, [finish, weak_instance, call_id, timeout, op] {
+        if (finish(OperationResult{HELM_STATUS_TIMEOUT,
+                                   "operation " + op + " did not finish within " +
+                                       std::to_string(timeout.count()) + " ms",
+                                   {}})) {
+          if (auto target = weak_instance.lock()) target->cancel(call_id->load());
+        }
+      }));
+  call_id->store(instance->invoke(
+      std::move(request), [finish, session_state, deadlines, deadline_id](CallResult result) {
+        close_session(session_state);
+        deadlines->cancel(deadline_id->load());
+        finish(OperationResult{result.status, std::move(result.output), {}});
+      }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// TransportLink
+
+helm_status PluginManager::send_to_device(const std::string& device_id,
+                                          const std::string& frame_json) {
+  std::shared_ptr<PluginInstance> transport;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& entry : entries_) {
+      if (entry->instance && entry->context && entry->context->transport) {
+        transport = entry->instance;
+        break;
+      }
+    }
+  }
+  if (!transport) return HELM_STATUS_NOT_FOUND;
+  return transport->device_send(device_id, frame_json);
+}
+
+void PluginManager::close_device(const std::string& device_id, std::uint16_t code,
+                                 const std::string& reason) {
+  std::vector<std::shared_ptr<PluginInstance>> transports;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& entry : entries_) {
+      if (entry->instance && entry->context && entry->context->transport) {
+        transports.push_back(entry->instance);
+      }
+    }
+  }
+  for (const auto& transport : transports)
+    transport->device_close(device_id, code, reason);
 }
 
 }  // namespace helm::plugins

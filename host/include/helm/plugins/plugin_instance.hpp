@@ -90,6 +90,14 @@ class PluginInstance {
   bool deliver_event(std::string_view topic, std::string_view organization_id,
                      std::string_view source, std::string_view payload_json);
 
+  /// Transport plugins (ABI 1.1): queues a frame on a device's live connection. UNSUPPORTED
+  /// when the plugin has no device_send; UNAVAILABLE when the instance is not started.
+  helm_status device_send(std::string_view device_id, std::string_view frame_json);
+
+  /// Transport plugins (ABI 1.1): closes a device's live connection; false when the plugin has no
+  /// device_close or is not started.
+  bool device_close(std::string_view device_id, std::uint16_t code, std::string_view reason);
+
   /// Calls stop() once: after it, invoke() completes with UNAVAILABLE. Waits for invoke(),
   /// cancel(), on_event() and configure() calls already inside the plugin to return first.
   void stop();
