@@ -501,6 +501,9 @@ std::unique_ptr<Transfer> HttpBroker::Impl::prepare(OutboundRequest& request,
   if (t->custom_ca) {
     curl_blob blob{request.ca_pem.data(), request.ca_pem.size(), CURL_BLOB_COPY};
     set(curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &blob));
+    // The blob replaces the CA bundle file but not the CA directory libcurl was built with
+    // (/etc/ssl/certs on Debian): drop it so that only the configured CA is trusted.
+    set(curl_easy_setopt(e, CURLOPT_CAPATH, static_cast<const char*>(nullptr)));
   }
   set(curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(t->timeout.count())));
   set(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
