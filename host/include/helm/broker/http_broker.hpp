@@ -20,7 +20,7 @@
 namespace helm::broker {
 
 /// One finished request, for metrics and access logs. Holds no path, query, header or body
-/// (they may carry vendor credentials).
+/// (they may carry vendor credentials). The views are valid during the observe() call only.
 struct TransferRecord {
   /// The request's method.
   std::string_view method;
@@ -86,8 +86,9 @@ struct OutboundRequest {
   /// subdomain, not the bare name), each optionally with ":port" (default 443). Matched
   /// case-insensitively against the URL's host and port.
   std::vector<std::string> allowed_hosts;
-  /// Extra trust for an on-premises vendor: PEM certificates. When set, ONLY these are trusted
-  /// for this request (libcurl's CAINFO_BLOB replaces the system store). Empty: system store.
+  /// Trust for an on-premises vendor: PEM certificates. When set, ONLY these are trusted for
+  /// this request (the system CA bundle and CA directory are not consulted). Empty: the system
+  /// store. Connections are reused only between requests with the same trust.
   std::string ca_pem;
   /// Who asked (e.g. the plugin instance id), for cancel_owner(). Not interpreted otherwise.
   std::uint64_t owner = 0;
@@ -104,19 +105,21 @@ struct OutboundResponse {
 };
 
 /// Called exactly once per accepted request, never on submit()'s stack: on the broker thread or
-/// through HttpBrokerOptions::dispatch. status OK (any HTTP status code; response non-null),
-/// or TIMEOUT, CANCELLED, UPSTREAM_UNAVAILABLE (DNS, connect, TLS incl. certificate
-/// verification, broken replies), RESOURCE_EXHAUSTED (response over the cap) with response null
-/// and error_message saying what went wrong. response is borrowed for the call; the callee may
-/// move out of it.
+/// through HttpBrokerOptions::dispatch. Being on another thread, it can in principle start while
+/// submit() is still returning: set up what it needs before calling submit(). status OK (any
+/// HTTP status code; response non-null), or TIMEOUT, CANCELLED, UPSTREAM_UNAVAILABLE (DNS,
+/// connect, TLS incl. certificate verification, proxy, broken replies), RESOURCE_EXHAUSTED
+/// (response over the cap) or INTERNAL (a broker bug) with response null and error_message
+/// saying what went wrong (host:port, never the path or query). response is borrowed for the
+/// call; the callee may move out of it.
 using Completion =
     std::function<void(helm_status status, OutboundResponse* response, std::string error_message)>;
 
 /// What submit() answered: accepted (status OK and an id) or refused (another status and a
 /// message for the person who has to fix it; the completion will never be called).
 struct SubmitResult {
-  /// HELM_STATUS_OK when accepted; FORBIDDEN, INVALID_INPUT, RESOURCE_EXHAUSTED or UNAVAILABLE
-  /// (after shutdown) when refused.
+  /// HELM_STATUS_OK when accepted; FORBIDDEN, INVALID_INPUT, RESOURCE_EXHAUSTED, UNAVAILABLE
+  /// (after shutdown) or INTERNAL (libcurl lacks a needed feature) when refused.
   helm_status status = HELM_STATUS_OK;
   /// Non-zero id of the accepted request, for cancel(); 0 when refused.
   std::uint64_t id = 0;
