@@ -14,6 +14,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -847,6 +848,57 @@ TEST_F(HttpBrokerTest, TwoHundredConcurrentRequestsEachCompleteExactlyOnce) {
   EXPECT_EQ(broker.in_flight(), 0u);
   broker.shutdown();
   pool.stop();
+}
+
+TEST_F(HttpBrokerTest, CancelRacingCompletionStillCompletesEachRequestOnce) {
+  HttpBroker broker({});
+  std::mutex mutex;
+  std::map<std::uint64_t, std::vector<helm_status>> outcomes;
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 100; ++i) {
+    auto id = std::make_shared<std::uint64_t>(0);
+    std::unique_lock lock(mutex);  // the completion may run before *id is set otherwise
+    const auto submitted =
+        broker.submit(request("/echo"),
+                      [&mutex, &outcomes, id](helm_status status, OutboundResponse*, std::string) {
+                        std::lock_guard inner(mutex);
+                        outcomes[*id].push_back(status);
+                      });
+    ASSERT_TRUE(submitted.ok()) << submitted.message;
+    *id = submitted.id;
+    ids.push_back(submitted.id);
+    lock.unlock();
+    if (i % 3 != 0) broker.cancel(submitted.id);
+  }
+  const auto deadline = steady_clock::now() + milliseconds(20'000);
+  while (broker.in_flight() > 0 && steady_clock::now() < deadline)
+    std::this_thread::sleep_for(milliseconds(5));
+  for (const auto id : ids)
+    broker.cancel(id);  // all finished: nothing may happen any more
+  std::this_thread::sleep_for(milliseconds(200));
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(outcomes.size(), ids.size());
+  for (const auto& [id, statuses] : outcomes) {
+    ASSERT_EQ(statuses.size(), 1u) << "request " << id;
+    EXPECT_TRUE(statuses[0] == HELM_STATUS_OK || statuses[0] == HELM_STATUS_CANCELLED);
+  }
+}
+
+TEST_F(HttpBrokerTest, CompletionMaySubmitTheNextRequest) {
+  HttpBroker broker({});
+  Collector second;
+  std::promise<SubmitResult> chained;
+  auto first =
+      broker.submit(request("/limited"), [&](helm_status status, OutboundResponse*, std::string) {
+        ASSERT_EQ(status, HELM_STATUS_OK);
+        chained.set_value(broker.submit(request("/echo"), second.completion()));
+      });
+  ASSERT_TRUE(first.ok());
+  auto future = chained.get_future();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  EXPECT_TRUE(future.get().ok());
+  ASSERT_TRUE(second.wait_for(1));
+  EXPECT_EQ(second.outcomes()[0].status, HELM_STATUS_OK);
 }
 
 TEST_F(HttpBrokerTest, InFlightLimitRefusesBeyondIt) {
