@@ -1,0 +1,148 @@
+/// @brief The hub side of endpoint agents: device tokens (keyed hashes), which devices are
+/// connected to this node, the durable command outbox and its delivery, enrollment rate limits,
+/// and the TransportHost the plugin manager calls on behalf of the transport plugin.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "helm/core/expected.hpp"
+#include "helm/plugins/transport_host.hpp"
+#include "helm/storage/db_pool.hpp"
+
+namespace pqxx {
+class connection_base;
+}
+
+namespace helm::agents {
+
+/// Token prefixes: what a leaked string is, at a glance (and for secret scanners).
+inline constexpr std::string_view kEnrollmentKeyPrefix = "hek_";
+inline constexpr std::string_view kDeviceTokenPrefix = "hdt_";
+
+/// Close code for a connection whose token was revoked or whose device was deleted.
+inline constexpr std::uint16_t kCloseRevoked = 4001;
+
+struct AgentServiceOptions {
+  std::string tls_cert_file;  ///< the API listener's certificate, handed to the transport
+  std::string tls_key_file;
+  int heartbeat_s = 30;
+  std::uint64_t max_frame_bytes = 1024 * 1024;
+  /// Enrollment attempts per source address: a token bucket of `enroll_burst` refilled at
+  /// `enroll_per_s`. Keys are 256-bit random, so this protects the database, not the keys.
+  double enroll_per_s = 5.0;
+  double enroll_burst = 30.0;
+  std::chrono::milliseconds sweep_interval{1000};  ///< expiry of undelivered commands
+  std::chrono::seconds last_seen_interval{30};     ///< last_seen of connected devices
+};
+
+/// A command row as the outbox delivers it.
+struct OutboxCommand {
+  std::string id;
+  std::string kind;
+  std::string args_json;
+  std::string deadline;  ///< RFC 3339, UTC
+};
+
+class AgentService final : public plugins::TransportHost {
+ public:
+  AgentService(storage::DbPool& pool, AgentServiceOptions options);
+  ~AgentService() override;  ///< stop()
+  AgentService(const AgentService&) = delete;
+  AgentService& operator=(const AgentService&) = delete;
+
+  /// Loads (creating it on the very first start) the hub's device-token key and starts the
+  /// periodic sweeps. Blocks on the database: call at hub start, not on an I/O thread.
+  Status start();
+  /// Stops the sweeps; later transport calls are refused or ignored. Idempotent. Call after the
+  /// plugin manager stopped the transport and before the database pool stops.
+  void stop();
+
+  /// Where frames to devices go; null detaches. Set before the transport starts.
+  void set_link(plugins::TransportLink* link);
+
+  // ---- plugins::TransportHost ----
+  void authenticate_device(std::string token, AuthDone done) override;
+  void device_connected(std::uint64_t connection_id, const std::string& device_id,
+                        const std::string& hello_json) override;
+  void device_frame(std::uint64_t connection_id, const std::string& device_id,
+                    const std::string& frame_json) override;
+  void device_disconnected(std::uint64_t connection_id, const std::string& device_id) override;
+  void transport_listening(const std::string& url) override;
+  std::string transport_settings() override;
+
+  // ---- for the REST routes ----
+  /// Keyed BLAKE2b-256 of a device token or enrollment key: what the database stores.
+  std::string secret_hash(std::string_view token) const;
+  int heartbeat_s() const { return options_.heartbeat_s; }
+  /// Whether the device has a live connection on this node.
+  bool is_online(const std::string& device_id) const;
+  /// The transport URL with an unspecific host replaced by `request_host` (the enroll request's
+  /// Host header, port removed); nullopt while no transport listens.
+  std::optional<std::string> transport_url_for(std::string_view request_host) const;
+  /// Takes one enrollment attempt from `address`'s bucket; when it is empty returns false and
+  /// sets `retry_after_s`.
+  bool admit_enrollment(const std::string& address, int& retry_after_s);
+  /// Sends committed outbox commands to the device if it is connected here and marks the ones
+  /// that went out `sent`. Runs on a database pool thread (it writes the state).
+  /// Returns how many went out.
+  size_t deliver(pqxx::connection_base& conn, const std::string& device_id,
+                 const std::vector<OutboxCommand>& commands);
+  /// Closes the device's live connection (4001) and forgets it: token replaced or device deleted.
+  void revoke_connection(const std::string& device_id, const std::string& reason);
+
+  /// The `cmd` frame of a command.
+  static std::string command_frame(const OutboxCommand& command);
+
+ private:
+  /// pool_.submit, counted, so stop() can wait for queued work that refers to this object.
+  void submit(storage::DbPool::Job job, storage::DbPool::Done done);
+  void sweep_loop();
+  void expire_overdue();
+  void touch_connected();
+  void push_pending(const std::string& device_id, std::uint64_t connection_id);
+  void handle_frame(pqxx::connection_base& conn, const std::string& device_id,
+                    const nlohmann::json& frame);
+  plugins::TransportLink* link() const { return link_.load(); }
+
+  storage::DbPool& pool_;
+  AgentServiceOptions options_;
+  std::string token_key_;  ///< 32 bytes, set by start()
+  std::atomic<plugins::TransportLink*> link_{nullptr};
+  std::atomic<bool> stopped_{false};
+
+  /// Guards connections_, transport_url_ and buckets_.
+  mutable std::mutex state_mutex_;
+  std::map<std::string, std::uint64_t, std::less<>> connections_;  ///< device id -> live conn
+  std::string transport_url_;
+  struct Bucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::map<std::string, Bucket, std::less<>> buckets_;
+
+  std::mutex inflight_mutex_;
+  std::condition_variable inflight_idle_;
+  size_t inflight_ = 0;
+
+  std::mutex sweep_mutex_;
+  std::condition_variable sweep_wake_;
+  bool sweep_stopping_ = false;
+  std::atomic<bool> expiry_in_flight_{false};
+  std::thread sweeper_;
+};
+
+/// A time-ordered UUID (version 7), so ids sort in creation order.
+std::string new_uuid_v7();
+
+}  // namespace helm::agents
