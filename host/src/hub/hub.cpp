@@ -13,6 +13,8 @@
 #include <pqxx/pqxx>
 #include <thread>
 
+#include "helm/agents/agent_routes.hpp"
+#include "helm/agents/agent_service.hpp"
 #include "helm/api/openapi.hpp"
 #include "helm/auth/auth_service.hpp"
 #include "helm/core/task_pool.hpp"
@@ -252,6 +254,11 @@ int serve(const config::HubConfig& cfg) {
       pool, auth_service, *keyring, {.keep_versions = static_cast<int>(cfg.vault.keep_versions)});
   secrets::SecretServiceBinding secret_binding(services, secret_service);
   api::add_api_routes(router, services);
+  // Agents: enrollment, device tokens, devices and the command outbox. The transport plugin
+  // reaches the agent service through the plugin manager, and devices through its TransportLink.
+  agents::AgentService agent_service(pool, {.tls_cert_file = cert_file, .tls_key_file = key_file});
+  if (auto started = agent_service.start(); !started) return fail(started.error().message);
+  agents::add_agent_routes(router, services, agent_service);
 
   // Plugins: loaded and started before the API serves, so the list is complete from the start.
   // A plugin that fails is recorded as failed; the hub serves regardless.
@@ -268,8 +275,10 @@ int serve(const config::HubConfig& cfg) {
   plugin_options.pool = &pool;
   plugin_options.secrets = &secret_service;
   plugin_options.auth = &auth_service;
+  plugin_options.transport_host = &agent_service;
   plugin_options.workers = &plugin_workers;
   plugins::PluginManager plugin_manager(std::move(plugin_options));
+  agent_service.set_link(&plugin_manager.transport_link());
   plugin_manager.start();
   plugins::PluginManagerBinding plugin_binding(services, plugin_manager);
 
@@ -322,6 +331,7 @@ int serve(const config::HubConfig& cfg) {
   server.stop();
   log::info("stopping plugins");
   plugin_manager.shutdown();
+  agent_service.stop();  // after the transport, before the pool its queued work runs on
   plugin_workers.stop();
   cpu.stop();
   pool.stop();
