@@ -528,6 +528,36 @@ TEST_F(TransportWss, Serves200ConcurrentConnections) {
   }
 }
 
+TEST_F(TransportWss, SpreadsConnectionsOverSeveralIoThreads) {
+  start({{"io_threads", 3}});
+  constexpr int kAgents = 12;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kAgents; ++i) {
+    const std::string token = "token-t" + std::to_string(i);
+    host_.add_device(token, "dev-t" + std::to_string(i));
+    clients.push_back(std::make_unique<Client>(io_));
+    ASSERT_TRUE(clients.back()->join(port(), token).is_object()) << "agent " << i;
+  }
+  for (int i = 0; i < kAgents; ++i) {
+    const std::string device = "dev-t" + std::to_string(i);
+    ASSERT_EQ(transport_->send(device, R"({"t":"cmd","id":")" + device + R"("})"), HELM_STATUS_OK);
+    ASSERT_FALSE(clients[i]->send(R"({"t":"hb","seq":)" + std::to_string(i) + "}"));
+  }
+  for (int i = 0; i < kAgents; ++i) {
+    EXPECT_EQ(clients[i]->read_json()["id"], "dev-t" + std::to_string(i));
+    EXPECT_EQ(clients[i]->read_json()["seq"], i);
+  }
+  // A newer connection on another thread supersedes the older one.
+  Client newer(io_);
+  ASSERT_TRUE(newer.join(port(), "token-t0").is_object());
+  EXPECT_EQ(clients[0]->wait_closed(), 4009);
+  std::thread stopper([this] { transport_->stop(); });
+  for (int i = 1; i < kAgents; ++i)
+    EXPECT_EQ(clients[i]->wait_closed(), 1012) << "agent " << i;
+  EXPECT_EQ(newer.wait_closed(), 1012);
+  stopper.join();
+}
+
 TEST_F(TransportWss, RefusesAConfigurationWithUnknownKeys) {
   transport_ = std::make_unique<RunningTransport>(host_, json{{"lisen", "127.0.0.1:0"}});
   EXPECT_EQ(transport_->status(), HELM_STATUS_INVALID_INPUT);
