@@ -91,7 +91,10 @@ struct TimerServiceState {
       if (by_deadline.empty()) {
         wake.wait(lock);
       } else {
-        wake.wait_until(lock, by_deadline.begin()->first);
+        // A copy: wait_until reads its argument after re-locking, when a cancel may have
+        // erased the element.
+        const Clock::time_point next = by_deadline.begin()->first;
+        wake.wait_until(lock, next);
       }
     }
   }
