@@ -85,6 +85,8 @@ sdk::Result<void> Server::start() {
   if (limits_.heartbeat_s == 0) limits_.heartbeat_s = kDefaultHeartbeatSeconds;
   limits_.max_frame_bytes = config_.max_frame_bytes.value_or(
       hub.get_or<std::size_t>("max_frame_bytes", kDefaultMaxFrameBytes));
+  // 0 would mean "no limit" to Beast; the protocol always has one.
+  if (limits_.max_frame_bytes == 0) limits_.max_frame_bytes = kDefaultMaxFrameBytes;
   limits_.send_queue_max_frames = config_.send_queue_max_frames;
   limits_.send_queue_max_bytes = config_.send_queue_max_bytes;
   limits_.handshake_timeout_s = config_.handshake_timeout_s;
