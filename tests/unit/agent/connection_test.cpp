@@ -207,6 +207,37 @@ TEST_F(AgentNetwork, RunLoopAcksRunsOnceAnswersDuplicatesFromTheStoreAndStopsOn4
   EXPECT_EQ(run_agent(options), kExitRevoked);  // and it does not try again
 }
 
+TEST_F(AgentNetwork, HubThatStopsAnsweringHeartbeatsIsDroppedAfterThreeIntervals) {
+  int unanswered = 0;
+  FakeHub hub(*cert_, [&](HubSession& s) {
+    s.next();  // hello
+    s.send({{"t", "welcome"}, {"device_id", "dev-42"}, {"heartbeat_s", 1}});
+    for (;;) {
+      if (s.next_unanswered()["t"] == "hb") ++unanswered;  // until the agent drops us
+    }
+  });
+  AgentState state;
+  state.device_token = kToken;
+  state.transport_url = "wss://127.0.0.1:" + std::to_string(hub.port()) + "/agent/v1";
+  state.heartbeat_s = 1;
+  state.ca_pin = format_pin(cert_->pin);
+  ASSERT_TRUE(save_state(dir_, state));
+  RunOptions options;
+  options.state_dir = dir_;
+  options.max_connection_attempts = 1;
+  const auto started = std::chrono::steady_clock::now();
+  auto run = std::async(std::launch::async, [&] { return run_agent(options); });
+  ASSERT_EQ(run.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  EXPECT_EQ(run.get(), kExitStopped);
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  hub.join();
+  // Heartbeats at ~1 s: dropped after more than three seconds without an answer, not long after.
+  EXPECT_GE(elapsed, std::chrono::seconds(3));
+  EXPECT_LT(elapsed, std::chrono::seconds(8));
+  EXPECT_GE(unanswered, 2);
+  EXPECT_NE(hub.error(), "");  // the hub's read failed when the agent dropped the connection
+}
+
 TEST_F(AgentNetwork, RunLoopRefusesAHubWhoseCertificateDoesNotMatchThePin) {
   bool upgraded = false;
   FakeHub hub(*cert_, [&](HubSession&) { upgraded = true; });

@@ -265,6 +265,11 @@ class WssHubSession : public HubSession {
       if (frame.value("t", "") != "hb") return frame;
     }
   }
+  nlohmann::json next_unanswered() override {
+    beast::flat_buffer buffer;
+    ws_.read(buffer);
+    return nlohmann::json::parse(beast::buffers_to_string(buffer.data()));
+  }
   nlohmann::json next_any() override {
     beast::flat_buffer buffer;
     ws_.read(buffer);

@@ -70,6 +70,8 @@ class HubSession {
   virtual nlohmann::json next() = 0;
   /// The next frame of any type; a heartbeat is answered and counted before it is returned.
   virtual nlohmann::json next_any() = 0;
+  /// The next frame, heartbeats left unanswered (a hub that stopped responding).
+  virtual nlohmann::json next_unanswered() = 0;
   virtual void send(const nlohmann::json& frame) = 0;
   virtual void close(std::uint16_t code, const std::string& reason) = 0;
   virtual int heartbeats() const = 0;
