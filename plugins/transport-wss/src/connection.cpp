@@ -183,10 +183,11 @@ void Connection::on_authenticated(sdk::Status status, const std::string& device_
   }
   device_id_ = id->get<std::string>();
   heartbeat_s_ = server_.limits().heartbeat_s;
+  // Signed or unsigned: a hub may build the JSON from an int.
   if (const auto beat = device.find("heartbeat_s");
-      beat != device.end() && beat->is_number_unsigned() && beat->get<std::uint64_t>() > 0 &&
-      beat->get<std::uint64_t>() <= 3600) {
-    heartbeat_s_ = beat->get<std::uint32_t>();
+      beat != device.end() && beat->is_number_integer() && beat->get<std::int64_t>() > 0 &&
+      beat->get<std::int64_t>() <= 3600) {
+    heartbeat_s_ = static_cast<std::uint32_t>(beat->get<std::int64_t>());
   }
 
   server_.register_device(shared_from_this());
