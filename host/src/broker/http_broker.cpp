@@ -328,12 +328,14 @@ struct HttpBroker::Impl {
   CURLM* multi = nullptr;
   std::thread thread;
 
-  // Guards `commands` and `stopping`; in_flight is atomic so in_flight() does not take it.
+  // Guards `commands`, `stopping` and `owner_in_flight`; in_flight is atomic so in_flight() does
+  // not take it.
   std::mutex mutex;
   std::deque<std::function<void()>> commands;  // run in order on the broker thread
   bool stopping = false;
   std::uint64_t next_id = 1;
   std::atomic<std::size_t> in_flight{0};
+  std::map<std::uint64_t, std::size_t> owner_in_flight;  // accepted, not completed, by owner
 
   // Broker thread only.
   std::map<std::uint64_t, std::unique_ptr<Transfer>> active;
@@ -584,6 +586,15 @@ SubmitResult HttpBroker::Impl::submit(OutboundRequest request, Completion comple
                                                         std::to_string(options.max_in_flight) +
                                                         "): retry when some completed");
     }
+    auto& owned = owner_in_flight[transfer->owner];
+    if (options.max_in_flight_per_owner != 0 && owned >= options.max_in_flight_per_owner) {
+      if (owned == 0) owner_in_flight.erase(transfer->owner);
+      return refuse(HELM_STATUS_RESOURCE_EXHAUSTED,
+                    "this plugin has too many outbound requests in flight (" +
+                        std::to_string(options.max_in_flight_per_owner) +
+                        "): retry when some completed");
+    }
+    ++owned;
     in_flight.fetch_add(1);
     id = next_id++;
     transfer->id = id;
@@ -627,7 +638,14 @@ void HttpBroker::Impl::finish(std::unique_ptr<Transfer> transfer, helm_status st
   }
   Completion complete = std::move(transfer->complete);
   const std::uint64_t id = transfer->id;
+  const std::uint64_t owner = transfer->owner;
   transfer.reset();  // frees the easy handle (after it left the multi) before the plugin runs
+  {
+    std::lock_guard lock(mutex);
+    if (auto it = owner_in_flight.find(owner); it != owner_in_flight.end() && --it->second == 0) {
+      owner_in_flight.erase(it);
+    }
+  }
   in_flight.fetch_sub(1);
 
   auto task = [complete = std::move(complete), response, status, message = std::move(message),

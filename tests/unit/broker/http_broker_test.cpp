@@ -516,8 +516,8 @@ TEST_F(HttpBrokerTest, HeadReturnsHeadersWithoutBody) {
 }
 
 TEST_F(HttpBrokerTest, UndeclaredHostIsForbiddenWithoutConnecting) {
-  HttpBroker broker({});
   Collector collector;
+  HttpBroker broker({});
   auto r = request("/echo");
   r.allowed_hosts = {"api.example.com", "*.localhost"};
   const auto result = broker.submit(std::move(r), collector.completion());
@@ -532,8 +532,8 @@ TEST_F(HttpBrokerTest, UndeclaredHostIsForbiddenWithoutConnecting) {
 }
 
 TEST_F(HttpBrokerTest, DeclaredNameOnAnotherPortIsForbidden) {
-  HttpBroker broker({});
   Collector collector;
+  HttpBroker broker({});
   auto r = request("/echo");
   r.allowed_hosts = {"localhost", "localhost:" + std::to_string(port_ == 1 ? 2 : port_ - 1)};
   EXPECT_EQ(broker.submit(std::move(r), collector.completion()).status, HELM_STATUS_FORBIDDEN);
@@ -543,8 +543,8 @@ TEST_F(HttpBrokerTest, DeclaredNameOnAnotherPortIsForbidden) {
 }
 
 TEST_F(HttpBrokerTest, MalformedRequestsAreRefusedAsInvalidInput) {
-  HttpBroker broker({});
   Collector collector;
+  HttpBroker broker({});
   auto refused = [&](OutboundRequest r) {
     return broker.submit(std::move(r), collector.completion());
   };
@@ -619,8 +619,8 @@ TEST_F(HttpBrokerTest, MalformedRequestsAreRefusedAsInvalidInput) {
 TEST_F(HttpBrokerTest, OversizedRequestBodyIsRefused) {
   HttpBrokerOptions options;
   options.max_request_body = 1024;
-  HttpBroker broker(options);
   Collector collector;
+  HttpBroker broker(options);
   auto r = request("/echo", "POST");
   r.body = std::string(1025, 'b');
   const auto result = broker.submit(std::move(r), collector.completion());
@@ -750,8 +750,8 @@ TEST_F(HttpBrokerTest, ConnectionRefusedIsUpstreamUnavailableOffTheCallersThread
 }
 
 TEST_F(HttpBrokerTest, CancelCompletesOnceWithCancelled) {
-  HttpBroker broker({});
   Collector collector;
+  HttpBroker broker({});
   const auto submitted = broker.submit(request("/slow"), collector.completion());
   ASSERT_TRUE(submitted.ok()) << submitted.message;
   EXPECT_NE(submitted.id, 0u);
@@ -771,9 +771,9 @@ TEST_F(HttpBrokerTest, CancelCompletesOnceWithCancelled) {
 }
 
 TEST_F(HttpBrokerTest, CancelOwnerCancelsOnlyThatOwnersRequests) {
-  HttpBroker broker({});
   Collector stopping;
   Collector other;
+  HttpBroker broker({});
   for (int i = 0; i < 3; ++i) {
     auto r = request("/slow");
     r.owner = 7;
@@ -799,12 +799,12 @@ TEST_F(HttpBrokerTest, TwoHundredConcurrentRequestsEachCompleteExactlyOnce) {
   TaskPool pool(4);
   HttpBrokerOptions options;
   options.dispatch = [&pool](std::function<void()> task) { pool.post(std::move(task)); };
-  HttpBroker broker(options);
   std::mutex mutex;
   std::map<std::string, int> seen;
   std::set<std::thread::id> threads;
   std::atomic<int> done{0};
   std::atomic<int> ok{0};
+  HttpBroker broker(options);  // after what its completions touch: destroyed before them
   constexpr int kRequests = 200;
   std::atomic<bool> sampling{true};
   std::atomic<std::uint64_t> peak_open{0};
@@ -851,10 +851,10 @@ TEST_F(HttpBrokerTest, TwoHundredConcurrentRequestsEachCompleteExactlyOnce) {
 }
 
 TEST_F(HttpBrokerTest, CancelRacingCompletionStillCompletesEachRequestOnce) {
-  HttpBroker broker({});
   std::mutex mutex;
   std::map<std::uint64_t, std::vector<helm_status>> outcomes;
   std::vector<std::uint64_t> ids;
+  HttpBroker broker({});
   for (int i = 0; i < 100; ++i) {
     auto id = std::make_shared<std::uint64_t>(0);
     std::unique_lock lock(mutex);  // the completion may run before *id is set otherwise
@@ -885,9 +885,9 @@ TEST_F(HttpBrokerTest, CancelRacingCompletionStillCompletesEachRequestOnce) {
 }
 
 TEST_F(HttpBrokerTest, CompletionMaySubmitTheNextRequest) {
-  HttpBroker broker({});
   Collector second;
   std::promise<SubmitResult> chained;
+  HttpBroker broker({});
   auto first =
       broker.submit(request("/limited"), [&](helm_status status, OutboundResponse*, std::string) {
         ASSERT_EQ(status, HELM_STATUS_OK);
@@ -904,8 +904,8 @@ TEST_F(HttpBrokerTest, CompletionMaySubmitTheNextRequest) {
 TEST_F(HttpBrokerTest, InFlightLimitRefusesBeyondIt) {
   HttpBrokerOptions options;
   options.max_in_flight = 2;
-  HttpBroker broker(options);
   Collector collector;
+  HttpBroker broker(options);
   ASSERT_TRUE(broker.submit(request("/slow"), collector.completion()).ok());
   ASSERT_TRUE(broker.submit(request("/slow"), collector.completion()).ok());
   const auto third = broker.submit(request("/slow"), collector.completion());
@@ -913,9 +913,31 @@ TEST_F(HttpBrokerTest, InFlightLimitRefusesBeyondIt) {
   EXPECT_EQ(broker.in_flight(), 2u);
 }
 
-TEST_F(HttpBrokerTest, ShutdownCancelsEverythingInFlightAndRefusesMore) {
-  HttpBroker broker({});
+TEST_F(HttpBrokerTest, PerOwnerLimitLeavesRoomForOtherPlugins) {
+  HttpBrokerOptions options;
+  options.max_in_flight_per_owner = 2;
   Collector collector;
+  HttpBroker broker(options);
+  auto slow_for = [&](std::uint64_t owner) {
+    auto r = request("/slow");
+    r.owner = owner;
+    return broker.submit(std::move(r), collector.completion());
+  };
+  ASSERT_TRUE(slow_for(1).ok());
+  const auto second = slow_for(1);
+  ASSERT_TRUE(second.ok());
+  const auto third = slow_for(1);
+  EXPECT_EQ(third.status, HELM_STATUS_RESOURCE_EXHAUSTED);
+  EXPECT_NE(third.message.find("this plugin"), std::string::npos);
+  EXPECT_TRUE(slow_for(2).ok());
+  broker.cancel(second.id);
+  ASSERT_TRUE(collector.wait_for(1));
+  EXPECT_TRUE(slow_for(1).ok());  // the slot came back
+}
+
+TEST_F(HttpBrokerTest, ShutdownCancelsEverythingInFlightAndRefusesMore) {
+  Collector collector;
+  HttpBroker broker({});
   constexpr std::size_t kRequests = 20;
   for (std::size_t i = 0; i < kRequests; ++i)
     ASSERT_TRUE(broker.submit(request("/slow"), collector.completion()).ok());

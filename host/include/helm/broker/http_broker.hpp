@@ -52,6 +52,8 @@ struct HttpBrokerOptions {
   std::size_t max_request_body = 8u << 20;
   /// Accepted requests not completed yet; submit() refuses beyond this.
   std::size_t max_in_flight = 1024;
+  /// The same per OutboundRequest::owner, so one busy plugin cannot take every slot; 0: none.
+  std::size_t max_in_flight_per_owner = 256;
   /// Open connections per host:port (shared by all plugins; connections are reused).
   long max_connections_per_host = 8;
   /// "http://host:port" or "https://host:port" (may hold user:password); empty: no proxy.
@@ -145,7 +147,8 @@ class HttpBroker {
   /// Starts the broker thread. Throws std::invalid_argument when validate_options() fails
   /// (configuration is validated before the hub starts, so that is a broken invariant).
   explicit HttpBroker(HttpBrokerOptions options);
-  /// shutdown().
+  /// shutdown(): pending requests complete with CANCELLED here, so whatever their completions
+  /// use must outlive the broker (or call shutdown() before destroying it).
   ~HttpBroker();
   HttpBroker(const HttpBroker&) = delete;
   HttpBroker& operator=(const HttpBroker&) = delete;
