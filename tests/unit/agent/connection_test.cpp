@@ -8,6 +8,7 @@
 #include <future>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "helm/agent/agent.hpp"
 #include "helm/agent/enroll.hpp"
@@ -236,6 +237,36 @@ TEST_F(AgentNetwork, HubThatStopsAnsweringHeartbeatsIsDroppedAfterThreeIntervals
   EXPECT_LT(elapsed, std::chrono::seconds(8));
   EXPECT_GE(unanswered, 2);
   EXPECT_NE(hub.error(), "");  // the hub's read failed when the agent dropped the connection
+}
+
+TEST_F(AgentNetwork, SupersededConnectionReconnectsWithBackoffAndRevokedOneStops) {
+  std::vector<std::chrono::steady_clock::time_point> accepted;
+  FakeHub hub(*cert_, 2, [&](HubSession& s, int index) {
+    accepted.push_back(std::chrono::steady_clock::now());
+    s.next();  // hello
+    s.send({{"t", "welcome"}, {"device_id", "dev-42"}, {"heartbeat_s", 30}});
+    if (index == 0) {
+      s.close(4009, "superseded by a newer connection");
+    } else {
+      s.close(4001, "device deleted");
+    }
+  });
+  AgentState state;
+  state.device_token = kToken;
+  state.transport_url = "wss://127.0.0.1:" + std::to_string(hub.port()) + "/agent/v1";
+  state.ca_pin = format_pin(cert_->pin);
+  ASSERT_TRUE(save_state(dir_, state));
+  RunOptions options;
+  options.state_dir = dir_;
+  options.max_connection_attempts = 5;
+  auto run = std::async(std::launch::async, [&] { return run_agent(options); });
+  ASSERT_EQ(run.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  EXPECT_EQ(run.get(), kExitRevoked);
+  hub.join();
+  EXPECT_EQ(hub.error(), "");
+  ASSERT_EQ(accepted.size(), 2u);
+  // The first reconnect draws from [0, 1 s].
+  EXPECT_LE(accepted[1] - accepted[0], std::chrono::milliseconds(1500));
 }
 
 TEST_F(AgentNetwork, RunLoopRefusesAHubWhoseCertificateDoesNotMatchThePin) {

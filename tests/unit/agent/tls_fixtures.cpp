@@ -311,31 +311,36 @@ struct FakeHub::Impl {
 };
 
 FakeHub::FakeHub(const TestCert& cert, std::function<void(HubSession&)> script)
+    : FakeHub(cert, 1, [script = std::move(script)](HubSession& s, int) { script(s); }) {}
+
+FakeHub::FakeHub(const TestCert& cert, int connections,
+                 std::function<void(HubSession&, int)> script)
     : impl_(std::make_unique<Impl>()) {
   impl_->ctx = server_context(cert);
   port_ = impl_->acceptor.local_endpoint().port();
-  impl_->thread = std::thread([impl = impl_.get(), script = std::move(script)] {
-    try {
-      tcp::socket socket(impl->ioc);
-      impl->acceptor.accept(socket);
-      websocket::stream<asio::ssl::stream<tcp::socket>> ws(std::move(socket), *impl->ctx);
-      ws.next_layer().handshake(asio::ssl::stream_base::server);
-      beast::flat_buffer buffer;
-      http::request<http::string_body> req;
-      http::read(ws.next_layer(), buffer, req);
-      WssHubSession session(ws);
-      session.authorization_ = std::string(req[http::field::authorization]);
-      session.subprotocol_ = std::string(req[http::field::sec_websocket_protocol]);
-      if (req.target() != "/agent/v1") throw std::runtime_error("unexpected target");
-      ws.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
-        res.set(http::field::sec_websocket_protocol, "helm.agent.v1");
-      }));
-      ws.accept(req);
-      script(session);
-    } catch (const std::exception& e) {
-      std::lock_guard lock(impl->mutex);
-      impl->error = e.what();
-    }
+  impl_->thread = std::thread([impl = impl_.get(), connections, script = std::move(script)] {
+    for (int index = 0; index < connections; ++index)
+      try {
+        tcp::socket socket(impl->ioc);
+        impl->acceptor.accept(socket);
+        websocket::stream<asio::ssl::stream<tcp::socket>> ws(std::move(socket), *impl->ctx);
+        ws.next_layer().handshake(asio::ssl::stream_base::server);
+        beast::flat_buffer buffer;
+        http::request<http::string_body> req;
+        http::read(ws.next_layer(), buffer, req);
+        WssHubSession session(ws);
+        session.authorization_ = std::string(req[http::field::authorization]);
+        session.subprotocol_ = std::string(req[http::field::sec_websocket_protocol]);
+        if (req.target() != "/agent/v1") throw std::runtime_error("unexpected target");
+        ws.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
+          res.set(http::field::sec_websocket_protocol, "helm.agent.v1");
+        }));
+        ws.accept(req);
+        script(session, index);
+      } catch (const std::exception& e) {
+        std::lock_guard lock(impl->mutex);
+        impl->error = e.what();
+      }
   });
 }
 

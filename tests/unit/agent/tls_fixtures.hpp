@@ -84,6 +84,8 @@ class HubSession {
 class FakeHub {
  public:
   FakeHub(const TestCert& cert, std::function<void(HubSession&)> script);
+  /// Accepts `connections` connections one after the other; `script` gets the 0-based index.
+  FakeHub(const TestCert& cert, int connections, std::function<void(HubSession&, int)> script);
   ~FakeHub();
   std::uint16_t port() const { return port_; }
   void join();
