@@ -414,6 +414,24 @@ TEST_F(AgentHub, UsedUpExpiredRevokedAndUnknownKeysGetOneGeneric401) {
             404);
 }
 
+TEST_F(AgentHub, ConcurrentEnrollmentsTakeAKeysUsesExactlyOnceEach) {
+  const auto key = new_key(client_2_, site_2_, 3);
+  std::vector<std::future<long>> attempts;
+  for (int i = 0; i < 6; ++i) {
+    attempts.push_back(std::async(std::launch::async, [&key, i] {
+      return enroll(key["key"], "m-race-" + std::to_string(i)).status;
+    }));
+  }
+  int created = 0, refused = 0;
+  for (auto& a : attempts) {
+    const long status = a.get();
+    created += status == 201;
+    refused += status == 401;
+  }
+  EXPECT_EQ(created, 3);
+  EXPECT_EQ(refused, 3);
+}
+
 TEST_F(AgentHub, MalformedEnrollmentIs400NamingEachField) {
   auto r = call("POST", "/api/v1/agent/enroll", "", {{"hostname", 7}});
   ASSERT_EQ(r.status, 400) << r.body;
@@ -623,6 +641,12 @@ TEST_F(AgentHub, ConnectPushesPendingCommandsInOrderAndAckAndResultMoveThemOn) {
     return dev["hostname"] == "inv-host" && dev["facts"]["cpus"] == 4 && dev["online"] == true &&
            dev["last_seen"].is_string();
   }));
+
+  const auto listed = json::parse(
+      call("GET", org_path("/devices/" + device + "/commands"), tokens_.at("admin")).body);
+  ASSERT_EQ(listed["items"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(listed["items"][i]["id"], ids[i]) << "oldest first";
 
   // Reconnect: everything not acked yet goes again, acked and done ones do not.
   agents_->device_disconnected(401, device);
