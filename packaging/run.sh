@@ -11,6 +11,7 @@ cmake --build --preset release --target helm-hub
 if [[ -z "${HELM_DATA_DIR:-}" ]]; then
   if [[ $(id -u) -eq 0 ]]; then HELM_DATA_DIR=/var/lib/helm-hub; else HELM_DATA_DIR="$HOME/.local/share/helm-hub"; fi
 fi
-export HELM_PLUGINS_ALLOW_UNSIGNED=${HELM_PLUGINS_ALLOW_UNSIGNED:-true}  # development run: the in-tree example-echo is unsigned
+# In-tree plugins are signed with the build tree's development key, which this hub trusts.
+export HELM_PLUGINS_ALLOW_UNSIGNED=${HELM_PLUGINS_ALLOW_UNSIGNED:-false}
 echo "run.sh: starting helm-hub with data dir $HELM_DATA_DIR"
 exec "$root/build/release/host/helm-hub" serve --data-dir "$HELM_DATA_DIR" "$@"

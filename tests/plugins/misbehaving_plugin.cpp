@@ -101,6 +101,23 @@ class MisbehavingPlugin final : public helm::sdk::Plugin {
         std::this_thread::sleep_for(delay);
         call.complete({{"slept_ms", delay.count()}});
       });
+    } else if (op == "host.http") {
+      // GETs input.url through the host's broker; completes {"status", "body", "header"}.
+      const std::string url = call.input().at("url").get<std::string>();
+      helm::sdk::HttpRequest request;
+      request.url = url;
+      const Result<void> sent = host().http_request(
+          call.session(), request, [call](Result<helm::sdk::HttpResponse> r) mutable {
+            if (!r) {
+              call.fail(r.error());
+              return;
+            }
+            const std::string* marker = r.value().header("x-fake");
+            call.complete({{"status", r.value().status_code},
+                           {"body", r.value().body},
+                           {"header", marker != nullptr ? *marker : ""}});
+          });
+      if (!sent) call.fail(sent.error());
     } else if (op == "host.log") {
       host().info("hello from the plugin");
       call.complete(nlohmann::json::object());

@@ -122,6 +122,12 @@ std::vector<Key> build_keys() {
   boolean("plugins.allow_unsigned", [](HubConfig& c, bool v) { c.plugins.allow_unsigned = v; });
   str("plugins.trusted_keys_file",
       [](HubConfig& c, const std::string& v) { c.plugins.trusted_keys_file = v; });
+  str("plugins.http_proxy", [](HubConfig& c, const std::string& v) { c.plugins.http_proxy = v; });
+  str("plugins.no_proxy", [](HubConfig& c, const std::string& v) { c.plugins.no_proxy = v; });
+  u32(
+      "plugins.op_timeout_ms",
+      [](HubConfig& c, uint64_t v) { c.plugins.op_timeout_ms = static_cast<uint32_t>(v); },
+      3600000);
   u32("shutdown_grace_ms",
       [](HubConfig& c, uint64_t v) { c.shutdown_grace_ms = static_cast<uint32_t>(v); });
   return keys;

@@ -17,6 +17,10 @@
 #include "helm/agents/agent_service.hpp"
 #include "helm/api/openapi.hpp"
 #include "helm/auth/auth_service.hpp"
+#include "helm/broker/event_bus.hpp"
+#include "helm/broker/http_broker.hpp"
+#include "helm/broker/plugin_kv_store.hpp"
+#include "helm/broker/timer_service.hpp"
 #include "helm/core/task_pool.hpp"
 #include "helm/http/problem.hpp"
 #include "helm/http/router.hpp"
@@ -265,6 +269,12 @@ int serve(const config::HubConfig& cfg) {
   // Plugin calls, timeouts and lifecycle work run on their own workers, so a slow plugin never
   // holds up logins or REST handlers.
   TaskPool plugin_workers(4);
+  // Outbound HTTPS for plugins: one libcurl multi thread; completions run on the plugin workers.
+  broker::HttpBroker http_broker({.proxy = cfg.plugins.http_proxy,
+                                  .no_proxy = cfg.plugins.no_proxy,
+                                  .dispatch = [&plugin_workers](std::function<void()> task) {
+                                    plugin_workers.post(std::move(task));
+                                  }});
   plugins::PluginManagerOptions plugin_options{
       .search_path = plugins::plugin_search_path(cfg.plugins.path),
       .trusted_keys_file = cfg.plugins.trusted_keys_file,
@@ -277,6 +287,17 @@ int serve(const config::HubConfig& cfg) {
   plugin_options.auth = &auth_service;
   plugin_options.transport_host = &agent_service;
   plugin_options.workers = &plugin_workers;
+  plugin_options.http = &http_broker;
+  auto to_plugin_workers = [&plugin_workers](std::function<void()> task) {
+    plugin_workers.post(std::move(task));
+  };
+  broker::PluginKvStore plugin_kv(pool);
+  broker::EventBus event_bus(to_plugin_workers);
+  broker::TimerService plugin_timers(to_plugin_workers);
+  plugin_options.kv = &plugin_kv;
+  plugin_options.events = &event_bus;
+  plugin_options.timers = &plugin_timers;
+  plugin_options.default_op_timeout = std::chrono::milliseconds(cfg.plugins.op_timeout_ms);
   plugins::PluginManager plugin_manager(std::move(plugin_options));
   agent_service.set_link(&plugin_manager.transport_link());
   plugin_manager.start();
@@ -332,6 +353,8 @@ int serve(const config::HubConfig& cfg) {
   log::info("stopping plugins");
   plugin_manager.shutdown();
   agent_service.stop();  // after the transport, before the pool its queued work runs on
+  http_broker.shutdown();
+  plugin_timers.shutdown();
   plugin_workers.stop();
   cpu.stop();
   pool.stop();

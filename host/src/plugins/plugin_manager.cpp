@@ -15,6 +15,10 @@
 #include <thread>
 
 #include "helm/auth/auth_service.hpp"
+#include "helm/broker/event_bus.hpp"
+#include "helm/broker/http_broker.hpp"
+#include "helm/broker/plugin_kv_store.hpp"
+#include "helm/broker/timer_service.hpp"
 #include "helm/core/task_pool.hpp"
 #include "helm/log/logger.hpp"
 #include "helm/plugins/manifest.hpp"
@@ -54,7 +58,7 @@ namespace {
 
 /// What host_ctx points at: one per instance, kept as long as the instance (forever, if it is
 /// abandoned), so a plugin thread that outlives its instance still finds valid memory.
-struct HostContext {
+struct HostContext : std::enable_shared_from_this<HostContext> {
   PluginManager* manager = nullptr;
   std::string plugin;
   std::uint64_t owner = 0;  // identifies the instance to the broker services
@@ -63,6 +67,28 @@ struct HostContext {
   std::vector<std::string> publish_topics;
   std::vector<std::string> subscribe_topics;
   bool transport = false;
+  // Host work accepted for this instance whose plugin callback has not returned yet (HTTP
+  // completions, timers). The instance is destroyed only once it is back to zero.
+  std::mutex pending_mutex;  // guards pending and timers
+  std::condition_variable pending_changed;
+  std::size_t pending = 0;
+  std::set<std::uint64_t> timers;  // this instance's timers not fired yet
+
+  std::string owner_text() const { return plugin + "#" + std::to_string(owner); }
+
+  void work_started() {
+    const std::lock_guard lock(pending_mutex);
+    ++pending;
+  }
+  void work_finished() {
+    const std::lock_guard lock(pending_mutex);
+    --pending;
+    pending_changed.notify_all();
+  }
+  bool wait_idle(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(pending_mutex);
+    return pending_changed.wait_for(lock, timeout, [this] { return pending == 0; });
+  }
 };
 
 std::atomic<std::uint64_t> g_next_owner{1};
@@ -75,6 +101,29 @@ std::vector<std::shared_ptr<HostContext>>& abandoned_contexts() {
 std::mutex& abandoned_mutex() {
   static auto* m = new std::mutex();
   return *m;
+}
+
+/// Stops an instance for good: stop(), cancel the host work still owed to it (its completions
+/// arrive as CANCELLED), wait for that work and its calls, then destroy it. When something does
+/// not finish in time the instance is abandoned: never destroyed, its library and context kept
+/// for the rest of the process. Returns false then.
+bool retire(const PluginManagerOptions& options, const std::shared_ptr<PluginInstance>& instance,
+            const std::shared_ptr<HostContext>& context) {
+  if (!instance) return true;
+  if (context && options.events != nullptr) options.events->unsubscribe(context->owner_text());
+  instance->stop();
+  if (context) {
+    if (options.http != nullptr) options.http->cancel_owner(context->owner);
+    if (options.timers != nullptr) options.timers->cancel_owner(context->owner_text());
+  }
+  const bool idle = !context || context->wait_idle(options.drain_timeout);
+  if (idle && instance->shutdown(options.drain_timeout)) return true;
+  log::error("plugin work did not finish in time; instance abandoned (its library stays loaded)",
+             {{"plugin", context ? context->plugin : std::string()}});
+  const std::lock_guard lock(abandoned_mutex());
+  abandoned_contexts().push_back(context);
+  new std::shared_ptr<PluginInstance>(instance);  // kept forever on purpose
+  return false;
 }
 
 std::string now_rfc3339() {
@@ -191,18 +240,6 @@ void close_session(const std::shared_ptr<helm_session>& session) {
     if (lease->bytes.size() > 0) std::memset(lease->bytes.data(), 0, lease->bytes.size());
     lease->size = 0;
   }
-}
-
-[[maybe_unused]] bool topic_allowed(const std::vector<std::string>& patterns,
-                                    std::string_view topic) {
-  for (const std::string& pattern : patterns) {
-    if (pattern == topic) return true;
-    if (pattern.size() > 2 && pattern.compare(pattern.size() - 2, 2, ".*") == 0) {
-      const std::string_view prefix(pattern.data(), pattern.size() - 1);  // keeps the dot
-      if (topic.size() > prefix.size() && topic.substr(0, prefix.size()) == prefix) return true;
-    }
-  }
-  return false;
 }
 
 }  // namespace
@@ -414,24 +451,139 @@ struct PluginManager::HostFunctions {
                                   const helm_http_request* request, helm_http_complete_fn complete,
                                   void* user, helm_error* err) noexcept;
 
-  static helm_status publish_event(void*, const char*, size_t, const char*, size_t, const char*,
-                                   size_t, helm_error* err) noexcept {
-    return fail(err, HELM_STATUS_UNSUPPORTED, "the event bus is not available in this hub");
+  static std::string text(const char* data, size_t size) {
+    return data == nullptr ? std::string() : std::string(data, size);
   }
-  static helm_status kv_get(void*, const char*, size_t, const char*, size_t, helm_bytes_sink_fn,
-                            void*, helm_error* err) noexcept {
-    return fail(err, HELM_STATUS_UNSUPPORTED, "key-value storage is not available in this hub");
+
+  static helm_status publish_event(void* host_ctx, const char* organization_id,
+                                   size_t organization_id_len, const char* topic, size_t topic_len,
+                                   const char* payload, size_t payload_len,
+                                   helm_error* err) noexcept {
+    try {
+      HostContext& ctx = context_of(host_ctx);
+      broker::EventBus* events = ctx.manager->options().events;
+      if (events == nullptr) {
+        return fail(err, HELM_STATUS_UNSUPPORTED, "the event bus is not available in this hub");
+      }
+      const std::string topic_text = text(topic, topic_len);
+      if (std::find(ctx.publish_topics.begin(), ctx.publish_topics.end(), topic_text) ==
+          ctx.publish_topics.end()) {
+        return fail(err, HELM_STATUS_FORBIDDEN,
+                    "topic \"" + topic_text +
+                        "\" is not declared in capabilities.events.publish of the manifest");
+      }
+      std::string error;
+      const helm_status status =
+          events->publish(ctx.plugin, text(organization_id, organization_id_len), topic_text,
+                          text(payload, payload_len), error);
+      return status == HELM_STATUS_OK ? status : fail(err, status, error);
+    } catch (...) {
+      return fail(err, HELM_STATUS_INTERNAL, "publish_event failed");
+    }
   }
-  static helm_status kv_put(void*, const char*, size_t, const char*, size_t, const uint8_t*, size_t,
+
+  static helm_status kv_get(void* host_ctx, const char* organization_id, size_t organization_id_len,
+                            const char* key, size_t key_len, helm_bytes_sink_fn sink,
+                            void* sink_ctx, helm_error* err) noexcept {
+    try {
+      HostContext& ctx = context_of(host_ctx);
+      broker::PluginKvStore* kv = ctx.manager->options().kv;
+      if (kv == nullptr) {
+        return fail(err, HELM_STATUS_UNSUPPORTED, "key-value storage is not available in this hub");
+      }
+      std::string value;
+      std::string error;
+      const helm_status status = kv->get(ctx.plugin, text(organization_id, organization_id_len),
+                                         text(key, key_len), value, error);
+      if (status != HELM_STATUS_OK) return fail(err, status, error);
+      if (sink != nullptr) {
+        sink(sink_ctx, reinterpret_cast<const uint8_t*>(value.data()), value.size());
+      }
+      return HELM_STATUS_OK;
+    } catch (...) {
+      return fail(err, HELM_STATUS_INTERNAL, "kv_get failed");
+    }
+  }
+
+  static helm_status kv_put(void* host_ctx, const char* organization_id, size_t organization_id_len,
+                            const char* key, size_t key_len, const uint8_t* value, size_t value_len,
                             helm_error* err) noexcept {
-    return fail(err, HELM_STATUS_UNSUPPORTED, "key-value storage is not available in this hub");
+    try {
+      HostContext& ctx = context_of(host_ctx);
+      broker::PluginKvStore* kv = ctx.manager->options().kv;
+      if (kv == nullptr) {
+        return fail(err, HELM_STATUS_UNSUPPORTED, "key-value storage is not available in this hub");
+      }
+      std::optional<std::string_view> stored;
+      if (value != nullptr) {
+        stored = std::string_view(reinterpret_cast<const char*>(value), value_len);
+      }
+      std::string error;
+      const helm_status status = kv->put(ctx.plugin, text(organization_id, organization_id_len),
+                                         text(key, key_len), stored, error);
+      return status == HELM_STATUS_OK ? status : fail(err, status, error);
+    } catch (...) {
+      return fail(err, HELM_STATUS_INTERNAL, "kv_put failed");
+    }
   }
-  static helm_status timer_schedule(void*, uint64_t, helm_timer_fn, void*, uint64_t* out_timer_id,
-                                    helm_error* err) noexcept {
-    if (out_timer_id != nullptr) *out_timer_id = 0;
-    return fail(err, HELM_STATUS_UNSUPPORTED, "timers are not available in this hub");
+
+  static helm_status timer_schedule(void* host_ctx, uint64_t delay_ms, helm_timer_fn fn, void* user,
+                                    uint64_t* out_timer_id, helm_error* err) noexcept {
+    try {
+      if (out_timer_id != nullptr) *out_timer_id = 0;
+      HostContext& ctx = context_of(host_ctx);
+      broker::TimerService* timers = ctx.manager->options().timers;
+      if (timers == nullptr) {
+        return fail(err, HELM_STATUS_UNSUPPORTED, "timers are not available in this hub");
+      }
+      if (fn == nullptr) return fail(err, HELM_STATUS_INVALID_INPUT, "timer function is NULL");
+      auto context = ctx.shared_from_this();
+      auto id_holder = std::make_shared<std::atomic<std::uint64_t>>(0);
+      ctx.work_started();
+      std::uint64_t id = 0;
+      std::string error;
+      const helm_status status = timers->schedule(
+          ctx.owner_text(),
+          std::chrono::milliseconds(std::min<uint64_t>(delay_ms, uint64_t{1} << 40)),
+          [fn, user, context, id_holder](helm_status fired) {
+            {
+              const std::lock_guard lock(context->pending_mutex);
+              context->timers.erase(id_holder->load());
+            }
+            fn(user, fired);
+            context->work_finished();
+          },
+          id, error);
+      if (status != HELM_STATUS_OK) {
+        ctx.work_finished();
+        return fail(err, status, error);
+      }
+      id_holder->store(id);
+      {
+        const std::lock_guard lock(ctx.pending_mutex);
+        ctx.timers.insert(id);
+      }
+      if (out_timer_id != nullptr) *out_timer_id = id;
+      return HELM_STATUS_OK;
+    } catch (...) {
+      return fail(err, HELM_STATUS_INTERNAL, "timer_schedule failed");
+    }
   }
-  static void timer_cancel(void*, uint64_t) noexcept {}
+
+  static void timer_cancel(void* host_ctx, uint64_t timer_id) noexcept {
+    try {
+      HostContext& ctx = context_of(host_ctx);
+      broker::TimerService* timers = ctx.manager->options().timers;
+      if (timers == nullptr) return;
+      {
+        // Only this instance's own timers.
+        const std::lock_guard lock(ctx.pending_mutex);
+        if (ctx.timers.count(timer_id) == 0) return;
+      }
+      timers->cancel(timer_id);
+    } catch (...) {
+    }
+  }
 
   static helm_status session_info(void*, const helm_session* session, helm_bytes_sink_fn sink,
                                   void* sink_ctx, helm_error* err) noexcept {
@@ -609,11 +761,99 @@ struct PluginManager::HostFunctions {
   }
 };
 
-helm_status PluginManager::HostFunctions::http_request(void*, const helm_session*,
-                                                       const helm_http_request*,
-                                                       helm_http_complete_fn, void*,
+helm_status PluginManager::HostFunctions::http_request(void* host_ctx, const helm_session* session,
+                                                       const helm_http_request* request,
+                                                       helm_http_complete_fn complete, void* user,
                                                        helm_error* err) noexcept {
-  return fail(err, HELM_STATUS_UNSUPPORTED, "outbound HTTPS is not available in this hub");
+  try {
+    HostContext& ctx = context_of(host_ctx);
+    broker::HttpBroker* http = ctx.manager->options().http;
+    if (http == nullptr) {
+      return fail(err, HELM_STATUS_UNSUPPORTED, "outbound HTTPS is not available in this hub");
+    }
+    if (request == nullptr || complete == nullptr ||
+        request->struct_size < HELM_HTTP_REQUEST_V1_0_SIZE) {
+      return fail(err, HELM_STATUS_INVALID_INPUT,
+                  "http_request: request or complete is NULL, or the request struct is too small");
+    }
+    auto text = [](const char* data, size_t size) {
+      return data == nullptr ? std::string() : std::string(data, size);
+    };
+    broker::OutboundRequest out;
+    out.method = text(request->method, request->method_len);
+    out.url = text(request->url, request->url_len);
+    out.timeout = std::chrono::milliseconds(request->timeout_ms);
+    for (size_t i = 0; i < request->header_count; ++i) {
+      const helm_http_header* header = request->headers == nullptr ? nullptr : request->headers[i];
+      if (header == nullptr || header->struct_size < HELM_HTTP_HEADER_V1_0_SIZE) {
+        return fail(err, HELM_STATUS_INVALID_INPUT, "http_request: a header is NULL or too small");
+      }
+      out.headers.emplace_back(text(header->name, header->name_len),
+                               text(header->value, header->value_len));
+    }
+    if (request->body != nullptr && request->body_len > 0) {
+      out.body.assign(reinterpret_cast<const char*>(request->body), request->body_len);
+    }
+    out.allowed_hosts = ctx.outbound_hosts;
+    out.owner = ctx.owner;
+    // On-premises vendors: the organization's settings may carry the CA that signed the
+    // vendor's certificate ("ca_pem").
+    if (session != nullptr) {
+      auto* state = const_cast<helm_session*>(session);
+      const json org_config = json::parse(state->org_config_json, nullptr, false);
+      if (org_config.is_object() && org_config.contains("ca_pem") &&
+          org_config["ca_pem"].is_string()) {
+        out.ca_pem = org_config["ca_pem"].get<std::string>();
+      }
+    }
+    auto context = ctx.shared_from_this();
+    ctx.work_started();
+    auto submitted =
+        http->submit(std::move(out), [complete, user, context](helm_status status,
+                                                               broker::OutboundResponse* response,
+                                                               std::string error_message) {
+          try {
+            if (status == HELM_STATUS_OK && response != nullptr) {
+              std::vector<helm_http_header> headers(response->headers.size());
+              std::vector<const helm_http_header*> pointers(response->headers.size());
+              for (size_t i = 0; i < headers.size(); ++i) {
+                headers[i].struct_size = sizeof(helm_http_header);
+                headers[i].name = response->headers[i].first.c_str();
+                headers[i].name_len = response->headers[i].first.size();
+                headers[i].value = response->headers[i].second.c_str();
+                headers[i].value_len = response->headers[i].second.size();
+                pointers[i] = &headers[i];
+              }
+              helm_http_response r{};
+              r.struct_size = sizeof r;
+              r.status_code = static_cast<uint32_t>(response->status_code);
+              r.headers = pointers.data();
+              r.header_count = pointers.size();
+              r.body = reinterpret_cast<const uint8_t*>(response->body.data());
+              r.body_len = response->body.size();
+              complete(user, HELM_STATUS_OK, &r, nullptr);
+            } else {
+              helm_error error{};
+              error.struct_size = sizeof error;
+              set_error(&error, status == HELM_STATUS_OK ? HELM_STATUS_INTERNAL : status,
+                        error_message);
+              complete(user, error.status, nullptr, &error);
+            }
+          } catch (...) {
+            // The plugin's callback is noexcept by contract; building the response may throw.
+          }
+          context->work_finished();
+        });
+    if (!submitted.ok()) {
+      ctx.work_finished();
+      return fail(err, submitted.status, submitted.message);
+    }
+    return HELM_STATUS_OK;
+  } catch (const std::exception& e) {
+    return fail(err, HELM_STATUS_INTERNAL, std::string("http_request failed: ") + e.what());
+  } catch (...) {
+    return fail(err, HELM_STATUS_INTERNAL, "http_request failed");
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -882,16 +1122,25 @@ ManagerOutcome PluginManager::start_instance(Entry& entry, const json& config) {
                                {"version", entry.record.version},
                                {"signer", entry.record.signer},
                                {"directory", directory.string()}});
-  if (previous) {
-    // The old instance drains its calls in flight, then goes (reload).
-    if (!previous->shutdown(options_.drain_timeout)) {
-      log::error("the previous instance did not finish its calls; abandoned",
-                 {{"plugin", entry.record.name}});
-      const std::lock_guard lock(abandoned_mutex());
-      abandoned_contexts().push_back(previous_context);
-      new std::shared_ptr<PluginInstance>(previous);  // kept forever on purpose
+  // Events on the topics the manifest subscribes to.
+  if (options_.events != nullptr && !context->subscribe_topics.empty()) {
+    std::weak_ptr<PluginInstance> weak = instance;
+    std::string error;
+    const helm_status subscribed = options_.events->subscribe(
+        context->owner_text(), context->subscribe_topics,
+        [weak](const broker::Event& event) {
+          if (auto target = weak.lock()) {
+            target->deliver_event(event.topic, event.organization_id, event.source,
+                                  event.payload_json);
+          }
+        },
+        error);
+    if (subscribed != HELM_STATUS_OK) {
+      log::warn("plugin subscriptions refused", {{"plugin", entry.record.name}, {"error", error}});
     }
   }
+  // The old instance (reload) drains its calls in flight, then goes.
+  retire(options_, previous, previous_context);
   return {};
 }
 
@@ -912,18 +1161,11 @@ void PluginManager::shutdown() {
       context = entry->context;
     }
     if (!instance) continue;
-    if (instance->shutdown(options_.drain_timeout)) {
+    if (retire(options_, instance, context)) {
       std::lock_guard lock(mutex_);
       entry->record.state = "stopped";
       continue;
     }
-    log::error("plugin calls did not finish; instance abandoned (its library stays loaded)",
-               {{"plugin", entry->record.name}});
-    {
-      const std::lock_guard lock(abandoned_mutex());
-      abandoned_contexts().push_back(context);
-    }
-    new std::shared_ptr<PluginInstance>(instance);  // kept forever on purpose
     std::lock_guard lock(mutex_);
     entry->record.state = "failed";
     entry->record.last_error = "abandoned at shutdown: calls did not finish";
@@ -1011,10 +1253,7 @@ ManagerOutcome PluginManager::set_enabled(const std::string& name, bool enabled)
     context = entry->context;
     entry->record.state = "disabled";
   }
-  if (instance && !instance->shutdown(options_.drain_timeout)) {
-    const std::lock_guard lock(abandoned_mutex());
-    abandoned_contexts().push_back(context);
-    new std::shared_ptr<PluginInstance>(instance);  // kept forever on purpose
+  if (!retire(options_, instance, context)) {
     std::lock_guard record_lock(mutex_);
     entry->record.last_error = "disabled while calls were still running; instance abandoned";
   }

@@ -12,6 +12,10 @@
 #include <thread>
 #include <vector>
 
+#include "helm/http/router.hpp"
+#include "helm/http/server.hpp"
+#include "helm/http/tls_files.hpp"
+#include "helm/metrics/registry.hpp"
 #include "test_support.hpp"
 
 namespace helm::test {
@@ -254,6 +258,21 @@ TEST_F(PluginAdmin, FailingOperationsAreContainedAndMapped) {
   EXPECT_EQ(call("GET", "/healthz", "").status, 200);
 }
 
+TEST_F(PluginAdmin, KeyValueStoreTimersAndLoggingReachThePlugin) {
+  enable_for(org_a_, owner_a_, "test-misbehaving");
+  auto stored = call("POST", ops(org_a_, "test-misbehaving", "host.kv"), tech_a_,
+                     {{"key", "cursor"}, {"value", "page-7"}});
+  ASSERT_EQ(stored.status, 200) << stored.body;
+  EXPECT_EQ(body_of(stored)["value"], "page-7");
+  auto timer = call("POST", ops(org_a_, "test-misbehaving", "host.timer"), tech_a_, json::object());
+  ASSERT_EQ(timer.status, 200) << timer.body;
+  EXPECT_EQ(body_of(timer)["timer"], "ok");
+  EXPECT_EQ(
+      call("POST", ops(org_a_, "test-misbehaving", "host.log"), tech_a_, json::object()).status,
+      200);
+  EXPECT_TRUE(hub_->wait_for_log("hello from the plugin", std::chrono::seconds(5)));
+}
+
 TEST_F(PluginAdmin, GrantsNameOnlyDeclaredSecretsAndGateTheRelease) {
   enable_for(org_a_, owner_a_, "test-misbehaving");
   auto undeclared = call("PUT", "/api/v1/orgs/" + org_a_ + "/plugins/example-echo/grants", owner_a_,
@@ -363,6 +382,119 @@ TEST_F(PluginAdmin, ReloadWhileOperationsAreInFlightLosesNone) {
     EXPECT_EQ(statuses[i], 200) << "call " << i;
   EXPECT_EQ(call("POST", ops(org_a_, "test-misbehaving", "ok"), tech_a_, json::object()).status,
             200);
+}
+
+// The capability broker's outbound HTTPS seen from a plugin: a vendor stand-in served over TLS
+// on loopback with its own CA, reached through the hub only when the manifest declares the host
+// and with the organization's CA (ca_pem) when the certificate is not publicly trusted.
+class PluginBroker : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir("helm-plugin-broker");
+    vendor_dir_ = new TempDir("helm-plugin-broker-vendor");
+    auto files = http::ensure_development_certificate(vendor_dir_->path());
+    ASSERT_TRUE(files) << files.error().message;
+    vendor_ca_ = read_file(files->cert_file);
+    router_ = new http::Router();
+    router_->add("GET", "/devices", [](http::Request&, http::Responder respond) {
+      http::Response r = http::Response::json(200, R"({"devices":[{"id":1}]})");
+      r.headers.emplace_back("X-Fake", "vendor");
+      respond(std::move(r));
+    });
+    registry_ = new metrics::Registry();
+    config::ApiConfig api;
+    api.listen.host = "127.0.0.1";
+    api.listen.port = 0;
+    vendor_ = new http::Server({api, files->cert_file, files->key_file}, *router_, *registry_);
+    auto port = vendor_->start();
+    ASSERT_TRUE(port) << port.error().message;
+    vendor_port_ = *port;
+
+    // test-misbehaving, unsigned, with the vendor's host:port declared.
+    const std::string plugin = dir_->path() + "/plugins/test-misbehaving";
+    fs::create_directories(dir_->path() + "/plugins");
+    fs::copy(std::string(HELM_TEST_PLUGINS_DIR) + "/test-misbehaving", plugin,
+             fs::copy_options::recursive);
+    fs::remove(plugin + "/signature");
+    json manifest = json::parse(read_file(plugin + "/manifest.json"));
+    manifest["capabilities"]["outbound_hosts"] =
+        json::array({"localhost:" + std::to_string(vendor_port_)});
+    write_file(plugin + "/manifest.json", manifest.dump(2));
+
+    std::string out;
+    data_ = new TempDir("helm-plugin-broker-data");
+    ASSERT_EQ(bootstrap_hub(data_->path(), "Operators", "owner@a.test", kPassword, &out), 0)
+        << out;
+    HubOptions o{.data_dir = data_->path(), .env = kFastPasswordEnv};
+    o.env["HELM_PLUGINS_PATH"] = dir_->path() + "/plugins";
+    o.env["HELM_PLUGINS_ALLOW_UNSIGNED"] = "true";
+    hub_ = new HubProcess(o);
+    ASSERT_TRUE(hub_->ready()) << hub_->log();
+  }
+
+  static void TearDownTestSuite() {
+    delete hub_;
+    if (vendor_ != nullptr) vendor_->stop();
+    delete vendor_;
+    delete registry_;
+    delete router_;
+    delete vendor_dir_;
+    delete data_;
+    delete dir_;
+  }
+
+  static HttpResponse call(const std::string& method, const std::string& path,
+                           const std::string& token, const json& body = nullptr) {
+    HttpRequestOptions o;
+    o.method = method;
+    o.ca_file = hub_->ca_file();
+    if (!body.is_null()) o.body = body.dump();
+    if (!token.empty()) o.headers.push_back("Authorization: Bearer " + token);
+    o.headers.push_back("Content-Type: application/json");
+    return https(hub_->base_url() + path, o);
+  }
+
+  static inline TempDir* dir_ = nullptr;
+  static inline TempDir* vendor_dir_ = nullptr;
+  static inline TempDir* data_ = nullptr;
+  static inline http::Router* router_ = nullptr;
+  static inline metrics::Registry* registry_ = nullptr;
+  static inline http::Server* vendor_ = nullptr;
+  static inline HubProcess* hub_ = nullptr;
+  static inline uint16_t vendor_port_ = 0;
+  static inline std::string vendor_ca_;
+};
+
+TEST_F(PluginBroker, DeclaredHostIsReachedWithTheOrganizationsCaAndNothingElse) {
+  auto login =
+      call("POST", "/api/v1/auth/login", "", {{"email", "owner@a.test"}, {"password", kPassword}});
+  ASSERT_EQ(login.status, 200) << login.body;
+  const std::string token = json::parse(login.body)["token"];
+  const std::string org = json::parse(login.body)["technician"]["org_id"];
+  const std::string base = "/api/v1/orgs/" + org + "/plugins/test-misbehaving";
+  ASSERT_EQ(call("PATCH", base, token, {{"enabled", true}}).status, 200);
+  const std::string url = "https://localhost:" + std::to_string(vendor_port_) + "/devices";
+
+  // The vendor's certificate is not trusted yet: verification is always on.
+  auto untrusted = call("POST", base + "/ops/host.http", token, {{"url", url}});
+  EXPECT_EQ(untrusted.status, 502) << untrusted.body;
+  EXPECT_NE(untrusted.body.find("upstream-unavailable"), std::string::npos) << untrusted.body;
+
+  ASSERT_EQ(call("PUT", base + "/config", token, {{"ca_pem", vendor_ca_}}).status, 200);
+  auto reached = call("POST", base + "/ops/host.http", token, {{"url", url}});
+  ASSERT_EQ(reached.status, 200) << reached.body;
+  const json body = json::parse(reached.body);
+  EXPECT_EQ(body["status"], 200);
+  EXPECT_EQ(body["header"], "vendor");
+  EXPECT_EQ(json::parse(body["body"].get<std::string>())["devices"][0]["id"], 1);
+
+  // Hosts the manifest does not declare are refused before any connection.
+  auto other =
+      call("POST", base + "/ops/host.http", token, {{"url", "https://localhost:1/devices"}});
+  EXPECT_EQ(other.status, 403) << other.body;
+  auto plain = call("POST", base + "/ops/host.http", token,
+                    {{"url", "http://localhost:" + std::to_string(vendor_port_) + "/devices"}});
+  EXPECT_EQ(plain.status, 422) << plain.body;
 }
 
 }  // namespace

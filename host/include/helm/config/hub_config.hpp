@@ -56,6 +56,9 @@ struct PluginsConfig {
   std::string path;               ///< colon-separated; empty: <binary dir>/../plugins and the
                                   ///< installed /usr/lib/helm-hub/plugins
   bool allow_unsigned = false;    ///< development only: load plugins without a signature
+  std::string http_proxy;         ///< http://host:port for plugins' outbound HTTPS; empty: none
+  std::string no_proxy;           ///< comma-separated hosts that bypass http_proxy
+  uint32_t op_timeout_ms = 30000;  ///< deadline of an operation whose manifest names none
   std::string trusted_keys_file;  ///< publisher keys ("helm-ed25519:..."), one per line
 };
 
