@@ -636,10 +636,15 @@ struct PluginManager::HostFunctions {
         return fail(err, HELM_STATUS_UNAVAILABLE, "this hub runs no agent service");
       }
       if (complete == nullptr) return fail(err, HELM_STATUS_INVALID_INPUT, "complete is NULL");
-      host->authenticate_device(std::string(token == nullptr ? "" : token, token_len),
-                                [complete, user](helm_status status, std::string device_json) {
-                                  complete(user, status, device_json.c_str(), device_json.size());
-                                });
+      // Counted as host work owed to the instance: it is not destroyed before the answer.
+      auto context = ctx.shared_from_this();
+      ctx.work_started();
+      host->authenticate_device(
+          std::string(token == nullptr ? "" : token, token_len),
+          [complete, user, context](helm_status status, std::string device_json) {
+            complete(user, status, device_json.c_str(), device_json.size());
+            context->work_finished();
+          });
       return HELM_STATUS_OK;
     } catch (...) {
       return fail(err, HELM_STATUS_INTERNAL, "device_authenticate failed");
