@@ -6,6 +6,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
+#include <set>
 #include <stdexcept>
 
 #include "helm/api/api.hpp"
@@ -529,6 +530,8 @@ void AgentService::expire_overdue() {
       });
 }
 
+// Also finds connected devices whose row is gone (deleted with their client or site, which
+// closes nothing by itself): their token no longer exists, so their connection must not either.
 void AgentService::touch_connected() {
   std::vector<std::string> ids;
   {
@@ -537,17 +540,29 @@ void AgentService::touch_connected() {
       ids.push_back(id);
   }
   if (ids.empty()) return;
+  auto gone = std::make_shared<std::vector<std::string>>();
   submit(
-      [ids = std::move(ids)](pqxx::connection_base& c) {
+      [ids = std::move(ids), gone](pqxx::connection_base& c) {
         pqxx::work tx(c);
-        tx.exec_params("UPDATE devices SET last_seen = now() WHERE id = ANY($1::uuid[])",
-                       uuid_array(ids));
+        const auto rows = tx.exec_params(
+            "UPDATE devices SET last_seen = now() WHERE id = ANY($1::uuid[]) RETURNING id::text",
+            uuid_array(ids));
         tx.commit();
+        std::set<std::string, std::less<>> present;
+        for (const auto& r : rows)
+          present.insert(r[0].c_str());
+        for (const auto& id : ids)
+          if (!present.count(id)) gone->push_back(id);
       },
-      [](std::optional<storage::DbError> err) {
-        if (err && err->kind == storage::DbErrorKind::kQuery) {
-          log::warn("last_seen of connected devices not updated", {{"error", err->message}});
+      [this, gone](std::optional<storage::DbError> err) {
+        if (err) {
+          if (err->kind == storage::DbErrorKind::kQuery) {
+            log::warn("last_seen of connected devices not updated", {{"error", err->message}});
+          }
+          return;
         }
+        for (const auto& id : *gone)
+          revoke_connection(id, "device deleted");
       });
 }
 

@@ -147,7 +147,8 @@ class AgentHub : public ::testing::Test {
                                                 .tls_key_file = files->key_file,
                                                 .heartbeat_s = 30,
                                                 .enroll_per_s = 1000,
-                                                .enroll_burst = 1000});
+                                                .enroll_burst = 1000,
+                                                .last_seen_interval = 1s});
     ASSERT_TRUE(agents_->start().ok());
     link_ = new FakeLink;
     agents_->set_link(link_);
@@ -529,6 +530,21 @@ TEST_F(AgentHub, DeletingADeviceRevokesItsTokenAndClosesItsConnectionWith4001) {
   EXPECT_EQ(authenticate(*agents_, d["device_token"]).status, HELM_STATUS_UNAUTHORIZED);
   EXPECT_EQ(call("GET", org_path("/devices/" + device), tokens_.at("admin")).status, 404);
   EXPECT_EQ(call("DELETE", org_path("/devices/" + device), tokens_.at("admin")).status, 404);
+}
+
+TEST_F(AgentHub, ADeviceDeletedWithItsClientLosesItsConnectionToo) {
+  const auto d = new_device("machine-cascade");
+  const std::string device = d["device_id"];
+  link_->set_online(device, true);
+  agents_->device_connected(251, device, "{}");
+  {
+    pqxx::connection conn(pg_->connection_string());
+    pqxx::work tx(conn);
+    tx.exec_params("DELETE FROM devices WHERE id = $1", device);  // as a client's cascade does
+    tx.commit();
+  }
+  EXPECT_TRUE(eventually(
+      [&] { return link_->close_codes_for(device) == std::vector<std::uint16_t>{4001}; }, 4000ms));
 }
 
 // ---- commands ----
