@@ -61,6 +61,8 @@ class AgentsInHub : public ::testing::Test {
   }
 
   static void TearDownTestSuite() {
+    // A clean stop also stops the hub's embedded PostgreSQL (a killed hub may leave it running).
+    if (hub_ != nullptr) hub_->stop();
     delete hub_;
     delete dir_;
     hub_ = nullptr;
