@@ -378,7 +378,7 @@ json expect(const Response& r, std::initializer_list<long> ok = {200}) {
 
 std::string cell(const json& v) {
   if (v.is_null()) return "-";
-  if (v.is_string()) return v.get<std::string>();
+  if (v.is_string()) return v.get<std::string>().empty() ? "-" : v.get<std::string>();
   if (v.is_boolean()) return v.get<bool>() ? "yes" : "no";
   return v.dump();
 }
