@@ -325,6 +325,52 @@ TEST_F(Helmctl, FullAdminFlow) {
   EXPECT_NE(r.err.find("401"), std::string::npos) << describe(r);
 }
 
+TEST_F(Helmctl, OrganizationSettingsGrantsAndProblems) {
+  ASSERT_EQ(login().code, 0);
+  CtlResult r = ctl({"plugins", "org-config", "example-echo"});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  const std::string etag = field_of(r.out, "ETag");
+  ASSERT_FALSE(etag.empty()) << describe(r);
+  r = ctl({"plugins", "org-config", "example-echo", "--set-json", "{}", "--if-match", etag});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_NE(field_of(r.out, "ETag"), etag) << describe(r);
+  r = ctl({"plugins", "org-config", "example-echo", "--set-json", "{}", "--if-match", etag});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_NE(r.err.find("412"), std::string::npos) << describe(r);
+  // The schema allows no settings at all: the field is named.
+  r = ctl({"plugins", "org-config", "example-echo", "--set-json", R"({"bogus_setting": 1})"});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_NE(r.err.find("422"), std::string::npos) << describe(r);
+
+  // Grants: only declared secrets (example-echo declares none).
+  r = ctl({"plugins", "grants", "example-echo", "--set", "undeclared/secret"});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_NE(r.err.find("undeclared/secret"), std::string::npos) << describe(r);
+  r = ctl({"-o", "json", "plugins", "grants", "example-echo"});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  const json grants = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(grants.is_object()) << describe(r);
+  EXPECT_EQ(grants["secrets"], json::array()) << describe(r);
+
+  // Objects that are not there, and a command kind the hub does not know.
+  const std::string nobody = "0191ffff-0000-7000-8000-000000000000";
+  r = ctl({"commands", "run", nobody, "ping"});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_NE(r.err.find("404"), std::string::npos) << describe(r);
+  r = ctl({"commands", "get", nobody});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_NE(r.err.find("404"), std::string::npos) << describe(r);
+  r = ctl({"devices", "delete", nobody});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_NE(r.err.find("404"), std::string::npos) << describe(r);
+  r = ctl({"commands", "run", nobody, "frobnicate"});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_NE(r.err.find("/kind"), std::string::npos) << describe(r);
+  r = ctl({"plugins", "get", "no-such-plugin"});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_NE(r.err.find("404"), std::string::npos) << describe(r);
+}
+
 TEST_F(Helmctl, WrongTokenIsAnApiErrorWith401) {
   CtlResult r = ctl({"--token", "not-a-real-token", "plugins", "list"});
   EXPECT_EQ(r.code, 1) << describe(r);
