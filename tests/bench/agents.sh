@@ -17,8 +17,9 @@
 # usage: tests/bench/agents.sh [HUB_BUILD_DIR] [COUNTS...]
 #   HUB_BUILD_DIR  default build/release (needs host/helm-hub, agent/helm-loadgen, plugins/)
 #   COUNTS         default 1000 5000 10000
-# environment: STEADY_S (30), HEARTBEAT_S (10, the simulated agents' interval), RATE (0: as fast
-#   as possible), COMMANDS (200), THREADS (1, loadgen threads), KEEP=1 keeps the work dir.
+# environment: STEADY_S (30), HEARTBEAT_S (10, the simulated agents' interval), RATE (500 new
+#   connections/s in the storm; 0 = all at once), ENROLL_RATE (100 enrollments/s), COMMANDS (200),
+#   THREADS (1, loadgen threads), KEEP=1 keeps the work dir.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${1:-$root/build/release}
@@ -27,7 +28,8 @@ counts=("$@")
 [[ ${#counts[@]} -gt 0 ]] || counts=(1000 5000 10000)
 steady_s=${STEADY_S:-30}
 heartbeat_s=${HEARTBEAT_S:-10}
-rate=${RATE:-0}
+rate=${RATE:-500}
+enroll_rate=${ENROLL_RATE:-100}  # faster, the API refuses connections beyond api.max_connections
 commands=${COMMANDS:-200}
 threads=${THREADS:-1}
 
@@ -202,9 +204,9 @@ for n in "${counts[@]}"; do
     "{\"client_id\":\"$client\",\"site_id\":\"$site\",\"uses\":$n}" | jq -r .key)
   [[ $key == hek_* ]] || { echo "no enrollment key" >&2; exit 1; }
   tokens=$work/tokens-$n.jsonl
-  echo "+ $loadgen --server https://127.0.0.1:$relay_port --key hek_… --agents $n --duration 0 --save-tokens $tokens ${common[*]}" >&2
+  echo "+ $loadgen --server https://127.0.0.1:$relay_port --key hek_… --agents $n --duration 0 --save-tokens $tokens ${common[*]} --rate $enroll_rate" >&2
   "$loadgen" --server "https://127.0.0.1:$relay_port" --key "$key" --agents "$n" --duration 0 \
-    --save-tokens "$tokens" "${common[@]}" --json >"$work/enroll-$n.json" 2>"$work/enroll-$n.err" ||
+    --save-tokens "$tokens" "${common[@]}" --rate "$enroll_rate" --json >"$work/enroll-$n.json" 2>"$work/enroll-$n.err" ||
     { echo "enrollment run failed:" >&2; tail -5 "$work/enroll-$n.err" >&2; }
   echo "-- enrollment run ($n agents, through the relay):"
   cat "$work/enroll-$n.json"
