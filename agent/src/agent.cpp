@@ -51,7 +51,8 @@ long long ms(Clock::duration d) {
 
 struct ConnectionOutcome {
   bool upgraded = false;
-  int close_code = 0;  // 0: no close frame from the hub
+  unsigned http_status = 0;  // of a refused upgrade (401: the token is unknown or revoked)
+  int close_code = 0;        // 0: no close frame from the hub
   std::string close_reason;
   std::string error;
   Clock::duration uptime{};
@@ -143,6 +144,7 @@ asio::awaitable<ConnectionOutcome> Connection::run() {
       co_await ws_.async_handshake(response, agent_.url_.authority(), agent_.url_.target, kTuple);
   if (hs_ec) {
     out.error = detail::describe_upgrade_failure(hs_ec, response);
+    out.http_status = response.result_int();
     co_return out;
   }
   if (auto checked = detail::check_upgrade(response); !checked) {
@@ -351,11 +353,17 @@ asio::awaitable<void> Agent::main_loop() {
       fields["close_reason"] = out.close_reason;
     }
     if (!out.error.empty()) fields["error"] = out.error;
-    if (out.close_code == 4001) {
+    // The hub answers 401 to the upgrade only for a token it does not know (revoked, device
+    // deleted, replaced by a re-enrollment; a database outage is 503): as final as 4001, and
+    // retrying forever would only load the hub.
+    if (out.close_code == 4001 || out.http_status == 401) {
       state_.revoked_reason =
-          "the hub closed the connection with 4001 (token revoked or device "
-          "deleted)" +
-          (out.close_reason.empty() ? "" : ": " + out.close_reason);
+          out.close_code == 4001
+              ? "the hub closed the connection with 4001 (token revoked or device deleted)" +
+                    (out.close_reason.empty() ? "" : ": " + out.close_reason)
+              : std::string(
+                    "the hub refused the device token (HTTP 401): revoked, deleted or "
+                    "replaced by a newer enrollment");
       if (auto saved = save_state(options_.state_dir, state_); !saved) {
         log::error("cannot mark the state file as revoked", {{"error", saved.error().message}});
       }
@@ -367,10 +375,14 @@ asio::awaitable<void> Agent::main_loop() {
       break;
     }
     if (out.close_code == 4009) {
-      log::warn(
-          "the hub closed this connection: superseded by a newer connection of the same "
-          "device; reconnecting with backoff",
+      // Another process holds this device's token (a cloned machine or state dir): reconnecting
+      // would only take the connection back and forth between the two.
+      log::error(
+          "the hub closed this connection: superseded by a newer connection of the same device "
+          "(another agent uses this device's token); stopping",
           fields);
+      exit_code_ = kExitSuperseded;
+      break;
     } else {
       log::warn(out.upgraded ? "connection to the hub ended" : "cannot connect to the hub", fields);
     }

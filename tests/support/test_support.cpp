@@ -103,6 +103,8 @@ HubProcess::HubProcess(HubOptions options) : options_(std::move(options)) {
 }
 
 HubProcess::~HubProcess() {
+  // A clean stop first, so the hub stops its embedded PostgreSQL; SIGKILL only when it hangs.
+  if (!exit_code_ && pid_ > 0) stop(SIGTERM, std::chrono::seconds(20));
   if (!exit_code_ && pid_ > 0) {
     ::kill(pid_, SIGKILL);
     int status = 0;

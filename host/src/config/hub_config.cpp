@@ -128,6 +128,16 @@ std::vector<Key> build_keys() {
       "plugins.op_timeout_ms",
       [](HubConfig& c, uint64_t v) { c.plugins.op_timeout_ms = static_cast<uint32_t>(v); },
       3600000);
+  u32(
+      "agents.heartbeat_s",
+      [](HubConfig& c, uint64_t v) { c.agents.heartbeat_s = static_cast<uint32_t>(v); }, 3600);
+  u32(
+      "agents.enroll_rate_per_s",
+      [](HubConfig& c, uint64_t v) { c.agents.enroll_rate_per_s = static_cast<double>(v); },
+      1000000);
+  u32(
+      "agents.enroll_burst",
+      [](HubConfig& c, uint64_t v) { c.agents.enroll_burst = static_cast<double>(v); }, 1000000);
   u32("shutdown_grace_ms",
       [](HubConfig& c, uint64_t v) { c.shutdown_grace_ms = static_cast<uint32_t>(v); });
   return keys;

@@ -260,7 +260,15 @@ int serve(const config::HubConfig& cfg) {
   api::add_api_routes(router, services);
   // Agents: enrollment, device tokens, devices and the command outbox. The transport plugin
   // reaches the agent service through the plugin manager, and devices through its TransportLink.
-  agents::AgentService agent_service(pool, {.tls_cert_file = cert_file, .tls_key_file = key_file});
+  if (cfg.agents.heartbeat_s == 0 || cfg.agents.enroll_rate_per_s <= 0 ||
+      cfg.agents.enroll_burst < 1) {
+    return fail("agents.heartbeat_s, agents.enroll_rate_per_s and agents.enroll_burst must be > 0");
+  }
+  agents::AgentService agent_service(pool, {.tls_cert_file = cert_file,
+                                            .tls_key_file = key_file,
+                                            .heartbeat_s = static_cast<int>(cfg.agents.heartbeat_s),
+                                            .enroll_per_s = cfg.agents.enroll_rate_per_s,
+                                            .enroll_burst = cfg.agents.enroll_burst});
   if (auto started = agent_service.start(); !started) return fail(started.error().message);
   agents::add_agent_routes(router, services, agent_service);
 

@@ -108,8 +108,13 @@ std::mutex& abandoned_mutex() {
 /// not finish in time the instance is abandoned: never destroyed, its library and context kept
 /// for the rest of the process. Returns false then.
 bool retire(const PluginManagerOptions& options, const std::shared_ptr<PluginInstance>& instance,
-            const std::shared_ptr<HostContext>& context) {
+            const std::shared_ptr<HostContext>& context, bool replaced = false) {
   if (!instance) return true;
+  // A transport that goes for good (not replaced by a reload) no longer listens: enrollment
+  // must stop handing out its URL.
+  if (!replaced && context && context->transport && options.transport_host != nullptr) {
+    options.transport_host->transport_listening("");
+  }
   if (context && options.events != nullptr) options.events->unsubscribe(context->owner_text());
   instance->stop();
   if (context) {
@@ -1145,7 +1150,7 @@ ManagerOutcome PluginManager::start_instance(Entry& entry, const json& config) {
     }
   }
   // The old instance (reload) drains its calls in flight, then goes.
-  retire(options_, previous, previous_context);
+  retire(options_, previous, previous_context, /*replaced=*/true);
   return {};
 }
 

@@ -15,9 +15,10 @@ struct RunOptions {
 };
 
 /// Exit codes of run_agent.
-inline constexpr int kExitStopped = 0;  // SIGTERM/SIGINT or max attempts reached
-inline constexpr int kExitConfig = 2;   // missing or unreadable state, bad policy
-inline constexpr int kExitRevoked = 3;  // the hub closed with 4001; re-enroll
+inline constexpr int kExitStopped = 0;     // SIGTERM/SIGINT or max attempts reached
+inline constexpr int kExitConfig = 2;      // missing or unreadable state, bad policy
+inline constexpr int kExitRevoked = 3;     // the hub closed with 4001 or refused the token (401)
+inline constexpr int kExitSuperseded = 4;  // 4009: another agent connected with this token
 
 int run_agent(const RunOptions& options);
 

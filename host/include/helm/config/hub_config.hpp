@@ -53,13 +53,19 @@ struct VaultConfig {
 };
 
 struct PluginsConfig {
-  std::string path;               ///< colon-separated; empty: <binary dir>/../plugins and the
-                                  ///< installed /usr/lib/helm-hub/plugins
-  bool allow_unsigned = false;    ///< development only: load plugins without a signature
-  std::string http_proxy;         ///< http://host:port for plugins' outbound HTTPS; empty: none
-  std::string no_proxy;           ///< comma-separated hosts that bypass http_proxy
+  std::string path;                ///< colon-separated; empty: <binary dir>/../plugins and the
+                                   ///< installed /usr/lib/helm-hub/plugins
+  bool allow_unsigned = false;     ///< development only: load plugins without a signature
+  std::string http_proxy;          ///< http://host:port for plugins' outbound HTTPS; empty: none
+  std::string no_proxy;            ///< comma-separated hosts that bypass http_proxy
   uint32_t op_timeout_ms = 30000;  ///< deadline of an operation whose manifest names none
-  std::string trusted_keys_file;  ///< publisher keys ("helm-ed25519:..."), one per line
+  std::string trusted_keys_file;   ///< publisher keys ("helm-ed25519:..."), one per line
+};
+
+struct AgentsConfig {
+  uint32_t heartbeat_s = 30;       ///< told to agents at enrollment and in welcome
+  double enroll_rate_per_s = 5.0;  ///< enrollments per source address, refill rate
+  double enroll_burst = 30.0;      ///< ... and burst (a fleet behind one NAT needs more)
 };
 
 struct HubConfig {
@@ -70,6 +76,7 @@ struct HubConfig {
   IdentityConfig identity;
   VaultConfig vault;
   PluginsConfig plugins;
+  AgentsConfig agents;
   uint32_t shutdown_grace_ms = 10'000;
 };
 
