@@ -172,6 +172,20 @@ std::string name_param(const http::Request& req) {
   return it == req.path_params.end() ? std::string() : it->second;
 }
 
+/// The bound manager and the record of the plugin named in the path; answers 404 and returns
+/// nullopt when there is no such plugin.
+std::optional<std::pair<PluginManager*, PluginRecord>> plugin_or_404(
+    const api::Services& services, const http::Request& req, const http::Responder& respond) {
+  PluginManager* manager = bound(services);
+  std::optional<PluginRecord> record;
+  if (manager != nullptr) record = manager->find(name_param(req));
+  if (!record) {
+    respond(http::not_found("No plugin of that name."));
+    return std::nullopt;
+  }
+  return std::make_pair(manager, std::move(*record));
+}
+
 /// Runs blocking manager work off the I/O thread.
 void off_thread(api::Services& services, std::function<void()> work) {
   services.cpu.post(std::move(work));
@@ -242,10 +256,9 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
   api::add_route(
       router, services, "GET", "/api/v1/plugins/{name}", Access::kHubOperator,
       [&services](http::Request& req, const auth::SessionContext&, http::Responder respond) {
-        auto* manager = bound(services);
-        std::optional<PluginRecord> record;
-        if (manager != nullptr) record = manager->find(name_param(req));
-        if (!record) return respond(http::not_found("No plugin of that name."));
+        const auto found = plugin_or_404(services, req, respond);
+        if (!found) return;
+        const std::optional<PluginRecord> record = found->second;
         json body = operator_view(*record);
         body["directory"] = record->directory.string();
         body["manifest"] = record->manifest;
@@ -275,11 +288,10 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
           return respond(http::problem(422, "validation-failed", "Validation Failed",
                                        "The change is invalid.", errors));
         }
-        auto* manager = bound(services);
-        const std::string name = name_param(req);
-        if (manager == nullptr || !manager->find(name)) {
-          return respond(http::not_found("No plugin of that name."));
-        }
+        const auto found = plugin_or_404(services, req, respond);
+        if (!found) return;
+        PluginManager* manager = found->first;
+        const std::string name = found->second.name;
         const auto match = if_match(req);
         off_thread(services, [manager, name, body = *body, match, respond] {
           if (body.contains("config")) {
@@ -308,11 +320,10 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
   api::add_route(
       router, services, "POST", "/api/v1/plugins/{name}/reload", Access::kHubOperator,
       [&services](http::Request& req, const auth::SessionContext&, http::Responder respond) {
-        auto* manager = bound(services);
-        const std::string name = name_param(req);
-        if (manager == nullptr || !manager->find(name)) {
-          return respond(http::not_found("No plugin of that name."));
-        }
+        const auto found = plugin_or_404(services, req, respond);
+        if (!found) return;
+        PluginManager* manager = found->first;
+        const std::string name = found->second.name;
         off_thread(services, [manager, name, respond] {
           auto outcome = manager->reload(name);
           if (!outcome.ok()) return respond(outcome_problem(outcome, ""));
@@ -324,13 +335,10 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
   api::add_route(
       router, services, "GET", "/api/v1/plugins/{name}/schema", Access::kReadonly,
       [&services](http::Request& req, const auth::SessionContext&, http::Responder respond) {
-        auto* manager = bound(services);
-        std::optional<PluginRecord> record;
-        if (manager != nullptr) record = manager->find(name_param(req));
-        if (!record || !record->manifest.is_object()) {
-          return respond(http::not_found("No plugin of that name."));
-        }
-        const json& m = record->manifest;
+        const auto found = plugin_or_404(services, req, respond);
+        if (!found) return;
+        const PluginRecord& record = found->second;
+        const json m = record.manifest.is_object() ? record.manifest : json::object();
         json ops = json::object();
         if (m.contains("operations") && m["operations"].is_object()) {
           for (const auto& [op, spec] : m["operations"].items()) {
@@ -341,8 +349,8 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
           }
         }
         respond(api::json_response(
-            200, {{"name", record->name},
-                  {"version", record->version},
+            200, {{"name", record.name},
+                  {"version", record.version},
                   {"config_schema", m.value("config_schema", json::object())},
                   {"org_config_schema", m.value("org_config_schema", json::object())},
                   {"operations", ops},
@@ -354,11 +362,10 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
       [&services](http::Request& req, const auth::SessionContext&, http::Responder respond) {
         auto body = api::json_object_body(req, respond);
         if (!body) return;
-        auto* manager = bound(services);
-        const std::string name = name_param(req);
-        if (manager == nullptr || !manager->find(name)) {
-          return respond(http::not_found("No plugin of that name."));
-        }
+        const auto found = plugin_or_404(services, req, respond);
+        if (!found) return;
+        PluginManager* manager = found->first;
+        const std::string name = found->second.name;
         // Accepts the configuration itself or {"config": {...}}, as PATCH takes it.
         json config = body->contains("config") && body->size() == 1 ? (*body)["config"] : *body;
         const std::string prefix = body->contains("config") && body->size() == 1 ? "/config" : "";
@@ -372,10 +379,9 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
   api::add_route(
       router, services, "GET", "/api/v1/plugins/{name}/health", Access::kHubOperator,
       [&services](http::Request& req, const auth::SessionContext&, http::Responder respond) {
-        auto* manager = bound(services);
-        std::optional<PluginRecord> record;
-        if (manager != nullptr) record = manager->find(name_param(req));
-        if (!record) return respond(http::not_found("No plugin of that name."));
+        const auto found = plugin_or_404(services, req, respond);
+        if (!found) return;
+        const std::optional<PluginRecord> record = found->second;
         json body = health(*record);
         body["name"] = record->name;
         respond(api::json_response(record->state == "running" ? 200 : 503, body));
@@ -405,12 +411,10 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
 
   auto org_view = [&services](http::Request& req, const auth::SessionContext& ctx,
                               http::Responder respond) {
-    auto* manager = bound(services);
-    const std::string name = name_param(req);
-    std::optional<PluginRecord> record;
-    if (manager != nullptr) record = manager->find(name);
-    if (!record) return respond(http::not_found("No plugin of that name."));
-    off_thread(services, [manager, ctx, record = *record, respond] {
+    const auto found = plugin_or_404(services, req, respond);
+    if (!found) return;
+    PluginManager* manager = found->first;
+    off_thread(services, [manager, ctx, record = found->second, respond] {
       auto settings = manager->org_settings(ctx.org_id, record.name);
       if (!settings) return respond(http::database_unavailable());
       json body = summary(record);
@@ -434,11 +438,10 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
                                                   "Give {\"enabled\": true|false}.",
                                                   {{"/enabled", "required, true or false"}}));
                    }
-                   auto* manager = bound(services);
-                   const std::string name = name_param(req);
-                   if (manager == nullptr || !manager->find(name)) {
-                     return respond(http::not_found("No plugin of that name."));
-                   }
+                   const auto found = plugin_or_404(services, req, respond);
+                   if (!found) return;
+                   PluginManager* manager = found->first;
+                   const std::string name = found->second.name;
                    const bool enabled = (*body)["enabled"].get<bool>();
                    off_thread(services,
                               [manager, ctx, name, enabled, respond, org_view, req]() mutable {
@@ -451,11 +454,10 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
   api::add_route(
       router, services, "GET", "/api/v1/orgs/{org}/plugins/{name}/config", Access::kAdmin,
       [&services](http::Request& req, const auth::SessionContext& ctx, http::Responder respond) {
-        auto* manager = bound(services);
-        const std::string name = name_param(req);
-        if (manager == nullptr || !manager->find(name)) {
-          return respond(http::not_found("No plugin of that name."));
-        }
+        const auto found = plugin_or_404(services, req, respond);
+        if (!found) return;
+        PluginManager* manager = found->first;
+        const std::string name = found->second.name;
         off_thread(services, [manager, ctx, name, respond] {
           auto settings = manager->org_settings(ctx.org_id, name);
           if (!settings) return respond(http::database_unavailable());
@@ -470,11 +472,10 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
                                 http::Responder respond) {
       auto body = api::json_object_body(req, respond);
       if (!body) return;
-      auto* manager = bound(services);
-      const std::string name = name_param(req);
-      if (manager == nullptr || !manager->find(name)) {
-        return respond(http::not_found("No plugin of that name."));
-      }
+      const auto found = plugin_or_404(services, req, respond);
+      if (!found) return;
+      PluginManager* manager = found->first;
+      const std::string name = found->second.name;
       const auto match = if_match(req);
       off_thread(services, [manager, ctx, name, config = *body, match, dry_run, respond] {
         auto outcome = manager->set_org_config(ctx.org_id, name, config, match, dry_run);
@@ -502,11 +503,10 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
   api::add_route(
       router, services, "GET", "/api/v1/orgs/{org}/plugins/{name}/grants", Access::kAdmin,
       [&services](http::Request& req, const auth::SessionContext& ctx, http::Responder respond) {
-        auto* manager = bound(services);
-        const std::string name = name_param(req);
-        if (manager == nullptr || !manager->find(name)) {
-          return respond(http::not_found("No plugin of that name."));
-        }
+        const auto found = plugin_or_404(services, req, respond);
+        if (!found) return;
+        PluginManager* manager = found->first;
+        const std::string name = found->second.name;
         off_thread(services, [manager, ctx, name, respond] {
           auto settings = manager->org_settings(ctx.org_id, name);
           if (!settings) return respond(http::database_unavailable());
@@ -538,11 +538,10 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
           return respond(http::problem(422, "validation-failed", "Validation Failed",
                                        "Every grant is a secret name.", errors));
         }
-        auto* manager = bound(services);
-        const std::string name = name_param(req);
-        if (manager == nullptr || !manager->find(name)) {
-          return respond(http::not_found("No plugin of that name."));
-        }
+        const auto found = plugin_or_404(services, req, respond);
+        if (!found) return;
+        PluginManager* manager = found->first;
+        const std::string name = found->second.name;
         off_thread(services, [manager, ctx, name, secrets, respond] {
           auto outcome = manager->set_grants(ctx.org_id, name, secrets);
           if (!outcome.ok()) return respond(outcome_problem(outcome, ""));
