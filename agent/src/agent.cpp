@@ -271,7 +271,8 @@ void Connection::handle(std::string_view text) {
                    }
                  },
                  [&](const CmdFrame& cmd) {
-                   send(make_ack(cmd.id));
+                   // Acknowledged by dispatch() once the id is on disk: an ack the hub has
+                   // seen for a command this agent could forget would leave it acked forever.
                    agent_.dispatch(cmd);
                  },
                  [&](const HubErrorFrame& error) {
@@ -293,7 +294,11 @@ void Agent::dispatch(CmdFrame cmd) {
   // Commands run off the I/O thread: begin() persists the id with fsync, a script may block.
   std::thread([self, cmd = std::move(cmd)] {
     nlohmann::json stored;
-    switch (self->store_.begin(cmd.id, &stored)) {
+    const auto seen = self->store_.begin(cmd.id, &stored);
+    asio::post(self->ioc_, [self, id = cmd.id] {
+      if (self->current_ && self->current_->welcomed()) self->current_->send(make_ack(id));
+    });
+    switch (seen) {
       case RecentCommandStore::Seen::kNew: {
         log::info("running command", {{"command_id", cmd.id}, {"kind", cmd.kind}});
         nlohmann::json result;
