@@ -720,8 +720,8 @@ typedef helm_status (*helm_plugin_device_send_fn)(helm_plugin_instance* instance
  * Borrowed for the call. Thread: host worker threads; must not block.
  */
 typedef void (*helm_plugin_device_close_fn)(helm_plugin_instance* instance, const char* device_id,
-                                            size_t device_id_len, uint16_t code,
-                                            const char* reason, size_t reason_len);
+                                            size_t device_id_len, uint16_t code, const char* reason,
+                                            size_t reason_len);
 
 /**
  * What a plugin library offers: returned by helm_plugin_entry().

@@ -61,8 +61,12 @@ helm_status BenchHost::release_secret(void* /*host_ctx*/, const helm_session* /*
 }
 
 // Never called: release_secret hands out no leases.
-const uint8_t* BenchHost::secret_data(const helm_secret_lease* /*lease*/) { return nullptr; }
-size_t BenchHost::secret_size(const helm_secret_lease* /*lease*/) { return 0; }
+const uint8_t* BenchHost::secret_data(const helm_secret_lease* /*lease*/) {
+  return nullptr;
+}
+size_t BenchHost::secret_size(const helm_secret_lease* /*lease*/) {
+  return 0;
+}
 void BenchHost::release_lease(helm_secret_lease* /*lease*/) {}
 
 helm_status BenchHost::http_request(void* /*host_ctx*/, const helm_session* /*session*/,

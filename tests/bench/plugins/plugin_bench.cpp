@@ -16,8 +16,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -272,8 +272,7 @@ double p50(const std::vector<double>& values) {
 
 const std::string kKibInput = kib_input();
 
-BENCHMARK_CAPTURE(BM_OperationRoundTrip, echo_small, kSmallInput)
-    ->ComputeStatistics("p50", p50);
+BENCHMARK_CAPTURE(BM_OperationRoundTrip, echo_small, kSmallInput)->ComputeStatistics("p50", p50);
 BENCHMARK_CAPTURE(BM_OperationRoundTrip, echo_1k, kKibInput)->ComputeStatistics("p50", p50);
 BENCHMARK_CAPTURE(BM_OperationRoundTrip, echo_small, kSmallInput)
     ->Threads(2)
@@ -287,8 +286,10 @@ BENCHMARK_CAPTURE(BM_EchoJsonWork, echo_small, kSmallInput);
 BENCHMARK_CAPTURE(BM_EchoJsonWork, echo_1k, kKibInput);
 BENCHMARK_CAPTURE(BM_OutputCheck, echo_small, kSmallInput);
 BENCHMARK_CAPTURE(BM_OutputCheck, echo_1k, kKibInput);
-BENCHMARK(BM_PluginLoad)->Unit(benchmark::kMillisecond)->UseRealTime()->ComputeStatistics("p50",
-                                                                                           p50);
+BENCHMARK(BM_PluginLoad)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->ComputeStatistics("p50", p50);
 BENCHMARK(BM_PluginLoadOnly)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 bool set_up(Setup& setup) {

@@ -423,8 +423,7 @@ class PluginBroker : public ::testing::Test {
 
     std::string out;
     data_ = new TempDir("helm-plugin-broker-data");
-    ASSERT_EQ(bootstrap_hub(data_->path(), "Operators", "owner@a.test", kPassword, &out), 0)
-        << out;
+    ASSERT_EQ(bootstrap_hub(data_->path(), "Operators", "owner@a.test", kPassword, &out), 0) << out;
     HubOptions o{.data_dir = data_->path(), .env = kFastPasswordEnv};
     o.env["HELM_PLUGINS_PATH"] = dir_->path() + "/plugins";
     o.env["HELM_PLUGINS_ALLOW_UNSIGNED"] = "true";
