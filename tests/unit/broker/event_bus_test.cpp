@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_workers.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -24,52 +26,7 @@ using namespace std::chrono_literals;
 constexpr const char* kOrgX = "0b8f7c1e-1111-4a2b-9c3d-000000000001";
 constexpr const char* kOrgY = "0b8f7c1e-2222-4a2b-9c3d-000000000002";
 
-// A small worker pool standing in for the hub's; joins on destruction after running its queue.
-class Workers {
- public:
-  explicit Workers(int threads) {
-    for (int i = 0; i < threads; ++i) {
-      threads_.emplace_back([this] {
-        for (;;) {
-          std::function<void()> task;
-          {
-            std::unique_lock lock(mutex_);
-            wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-            if (queue_.empty()) return;
-            task = std::move(queue_.front());
-            queue_.pop_front();
-          }
-          task();
-        }
-      });
-    }
-  }
-  ~Workers() {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    for (auto& t : threads_)
-      t.join();
-  }
-  EventBus::Dispatch dispatch() {
-    return [this](std::function<void()> task) {
-      {
-        std::lock_guard lock(mutex_);
-        queue_.push_back(std::move(task));
-      }
-      wake_.notify_one();
-    };
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<std::function<void()>> queue_;
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
-};
+using test::Workers;
 
 // Collects the events one subscriber received.
 class Inbox {

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_workers.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -24,52 +26,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-// A small worker pool standing in for the hub's; runs what is queued, then joins.
-class Workers {
- public:
-  explicit Workers(int threads) {
-    for (int i = 0; i < threads; ++i) {
-      threads_.emplace_back([this] {
-        for (;;) {
-          std::function<void()> task;
-          {
-            std::unique_lock lock(mutex_);
-            wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-            if (queue_.empty()) return;
-            task = std::move(queue_.front());
-            queue_.pop_front();
-          }
-          task();
-        }
-      });
-    }
-  }
-  ~Workers() {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    for (auto& t : threads_)
-      t.join();
-  }
-  TimerService::Dispatch dispatch() {
-    return [this](std::function<void()> task) {
-      {
-        std::lock_guard lock(mutex_);
-        queue_.push_back(std::move(task));
-      }
-      wake_.notify_one();
-    };
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<std::function<void()>> queue_;
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
-};
+using test::Workers;
 
 // Records completions: (label, status) in the order they ran.
 class Log {
