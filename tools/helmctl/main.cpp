@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -124,8 +125,8 @@ Commands:
   login --email E [--password-stdin] [--totp CODE]   log in and save the token
   logout                                             end the session, forget the token
   whoami                                             who the token belongs to
-  plugins      list | get | enable | disable | reload | config | validate | schema |
-               org-enable | org-disable | org-config | grants | invoke
+  plugins      list | get | install | uninstall | enable | disable | reload | config |
+               validate | schema | org-enable | org-disable | org-config | grants | invoke
   secrets      put NAME (value on stdin) | list | delete NAME
   clients      create NAME | list
   sites        create CLIENT NAME | list CLIENT
@@ -149,6 +150,9 @@ const std::map<std::string, std::string> kGroupUsage = {
      "helmctl plugins <command>\n"
      "  list                                  installed plugins and their state\n"
      "  get NAME                              one plugin (hub operators)\n"
+     "  install BUNDLE                        upload a signed bundle (helm-plugin pack);\n"
+     "                                        it is installed disabled\n"
+     "  uninstall NAME                        stop and remove a plugin and its settings\n"
      "  enable NAME | disable NAME            switch a plugin hub-wide\n"
      "  reload NAME                           reload a plugin from disk\n"
      "  config NAME [--set-json JSON | --file F] [--if-match ETAG]\n"
@@ -273,6 +277,14 @@ struct Client {
   Response request(const std::string& method, const std::string& path,
                    const std::optional<json>& body = std::nullopt,
                    const std::vector<std::string>& extra_headers = {}) const {
+    return send(method, path, body ? std::optional<std::string>(body->dump()) : std::nullopt,
+                "application/json", extra_headers);
+  }
+
+  /// A request whose body is `payload` (when given) of `content_type`.
+  Response send(const std::string& method, const std::string& path,
+                const std::optional<std::string>& body, const std::string& content_type,
+                const std::vector<std::string>& extra_headers = {}) const {
     if (server.empty()) usage_error("no server: give --server URL or set HELM_SERVER");
     CURL* curl = curl_easy_init();
     if (curl == nullptr) {
@@ -284,10 +296,10 @@ struct Client {
     while (!url.empty() && url.back() == '/')
       url.pop_back();
     url += path;
-    std::string payload = body ? body->dump() : std::string();
+    const std::string payload = body ? *body : std::string();
     curl_slist* headers = nullptr;
     headers = curl_slist_append(headers, "Accept: application/json, application/problem+json");
-    if (body) headers = curl_slist_append(headers, "Content-Type: application/json");
+    if (body) headers = curl_slist_append(headers, ("Content-Type: " + content_type).c_str());
     if (!token.empty())
       headers = curl_slist_append(headers, ("Authorization: Bearer " + token).c_str());
     for (const auto& h : extra_headers)
@@ -701,6 +713,30 @@ int cmd_plugins(Ctx& c) {
       std::cout << "Plugin " << name << " " << sub << "d hub-wide (state "
                 << cell(j.value("state", json())) << ")\n";
     });
+    return kOk;
+  }
+  if (sub == "install") {
+    const std::string file = c.arg(0, "bundle file (from helm-plugin pack)");
+    std::ifstream in(file, std::ios::binary);
+    if (!in) usage_error("cannot read " + file);
+    const std::string bundle((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+    const json j =
+        expect(c.client.send("POST", "/api/v1/plugins", bundle, "application/x-tar"), {201});
+    c.show(j, [&] {
+      std::cout << "Plugin " << cell(j.value("name", json())) << " "
+                << cell(j.value("version", json())) << " installed, "
+                << cell(j.value("state", json())) << " (" << cell(j.value("signer", json()))
+                << "); enable it with 'helmctl plugins "
+                << "enable " << cell(j.value("name", json())) << "'\n";
+    });
+    return kOk;
+  }
+  if (sub == "uninstall") {
+    const std::string name = c.arg(0, "plugin name");
+    expect(c.client.request("DELETE", plugin_path(name)), {204});
+    c.show(json{{"name", name}, {"uninstalled", true}},
+           [&] { std::cout << "Plugin " << name << " uninstalled\n"; });
     return kOk;
   }
   if (sub == "reload") {

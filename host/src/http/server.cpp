@@ -138,12 +138,27 @@ class Session : public std::enable_shared_from_this<Session> {
     state_ = State::kReading;
     parser_.emplace();
     parser_->header_limit(server_->options.api.max_header_bytes);
-    parser_->body_limit(server_->options.api.max_body_bytes);
+    body_limit_ = server_->options.api.max_body_bytes;
+    // Beast checks Content-Length against the limit while parsing the head: allow the largest
+    // any route takes; the request's own limit is applied once its route is known.
+    parser_->body_limit(std::max<std::uint64_t>(body_limit_, server_->router.max_body_limit()));
     // The whole head must arrive within the header timeout: a client trickling bytes is cut off.
     lowest().expires_after(milliseconds(server_->options.api.header_timeout_ms));
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              [self = shared_from_this()](beast::error_code ec, size_t) {
                                if (ec) return self->fail_read(ec);
+                               // The head was read with the largest limit of any route;
+                               // now the limit of this request's route (or the default).
+                               const auto& head = self->parser_->get();
+                               const std::string_view target = head.target();
+                               const std::uint64_t route_limit = self->server_->router.body_limit(
+                                   head.method_string(), target.substr(0, target.find('?')));
+                               if (route_limit > 0) self->body_limit_ = route_limit;
+                               const auto length = self->parser_->content_length();
+                               if (length && *length > self->body_limit_) {
+                                 return self->fail_read(bhttp::error::body_limit);
+                               }
+                               self->parser_->body_limit(self->body_limit_);
                                self->read_body();
                              });
   }
@@ -163,7 +178,7 @@ class Session : public std::enable_shared_from_this<Session> {
     route_ = "(none)";
     started_ = std::chrono::steady_clock::now();
     if (ec == bhttp::error::body_limit) {
-      return write(payload_too_large(server_->options.api.max_body_bytes), false);
+      return write(payload_too_large(body_limit_), false);
     }
     if (ec == bhttp::error::header_limit) {
       return write(problem(431, "headers-too-large", "Request Header Fields Too Large",
@@ -296,6 +311,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string remote_;
   bool loopback_ = false;
   bool keep_alive_ = true;
+  std::uint64_t body_limit_ = 0;  // of the request being read
   std::string method_;
   std::string route_;
   std::chrono::steady_clock::time_point started_;

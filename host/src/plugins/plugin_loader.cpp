@@ -286,33 +286,33 @@ const helm_plugin_v1& LoadedPlugin::functions() const noexcept {
   return impl_->functions;
 }
 
-Result<std::shared_ptr<const LoadedPlugin>, LoadError> load_plugin(const fs::path& directory,
-                                                                   const LoadOptions& options) {
-  auto impl = std::make_unique<LoadedPlugin::Impl>();
-  impl->directory = directory;
+namespace {
 
-  // 1. The manifest: present, JSON, structurally sound, valid, and of our ABI major.
+/// Step 1 of loading: the manifest is present, JSON, structurally sound, valid, and of our ABI
+/// major. Fills impl's manifest, name and version; returns the manifest's bytes.
+Result<std::string, LoadError> check_manifest(const fs::path& directory, const LoadOptions& options,
+                                              LoadedPlugin::Impl& impl) {
   Result<std::string, LoadError> manifest_bytes = read_manifest(directory);
   if (!manifest_bytes) return std::move(manifest_bytes).error();
   try {
-    impl->manifest = nlohmann::json::parse(manifest_bytes.value());
+    impl.manifest = nlohmann::json::parse(manifest_bytes.value());
   } catch (const nlohmann::json::exception& exception) {
     return error(LoadErrorCode::kManifestInvalid, directory,
                  std::string("manifest.json is not valid JSON: ") + exception.what());
   }
-  if (const auto problems = check_manifest_basics(impl->manifest); !problems.empty()) {
+  if (const auto problems = check_manifest_basics(impl.manifest); !problems.empty()) {
     return error(LoadErrorCode::kManifestInvalid, directory,
                  "manifest.json is invalid: " + join(problems));
   }
   if (options.manifest_validator) {
-    if (const auto problems = options.manifest_validator(impl->manifest); !problems.empty()) {
+    if (const auto problems = options.manifest_validator(impl.manifest); !problems.empty()) {
       return error(LoadErrorCode::kManifestInvalid, directory,
                    "manifest.json is invalid: " + join(problems));
     }
   }
-  impl->name = impl->manifest.at("name").get<std::string>();
-  impl->version = impl->manifest.at("version").get<std::string>();
-  const AbiVersion declared = *parse_abi_version(impl->manifest.at("abi").get<std::string>());
+  impl.name = impl.manifest.at("name").get<std::string>();
+  impl.version = impl.manifest.at("version").get<std::string>();
+  const AbiVersion declared = *parse_abi_version(impl.manifest.at("abi").get<std::string>());
   const AbiVersion hub{HELM_PLUGIN_ABI_MAJOR, HELM_PLUGIN_ABI_MINOR};
   if (declared.major != hub.major) {
     return error(LoadErrorCode::kAbiMajorUnsupported, directory,
@@ -322,6 +322,42 @@ Result<std::shared_ptr<const LoadedPlugin>, LoadError> load_plugin(const fs::pat
                      "; rebuild the plugin against HelmPluginSDK " + std::to_string(hub.major) +
                      ".x");
   }
+
+  return manifest_bytes;
+}
+
+}  // namespace
+
+Result<VerifiedPlugin, LoadError> verify_plugin(const fs::path& directory,
+                                                const LoadOptions& options) {
+  LoadedPlugin::Impl impl;
+  impl.directory = directory;
+  Result<std::string, LoadError> manifest_bytes = check_manifest(directory, options, impl);
+  if (!manifest_bytes) return std::move(manifest_bytes).error();
+  const fs::path library = directory / impl.manifest.at("library").get<std::string>();
+  std::error_code ec;
+  if (!fs::is_regular_file(library, ec)) {
+    return error(LoadErrorCode::kLibraryMissing, directory,
+                 "the library " + library.filename().string() +
+                     " named by manifest.json is missing or not a regular file");
+  }
+  const signing::Result<signing::Sha256> digest = signing::sha256_file(library);
+  if (!digest) return error(LoadErrorCode::kIoError, directory, digest.error().message);
+  Result<SignerInfo, LoadError> signer =
+      check_signature(directory, manifest_bytes.value(), digest.value(), options);
+  if (!signer) return std::move(signer).error();
+  return VerifiedPlugin{impl.name, impl.version, impl.manifest, std::move(signer).value()};
+}
+
+Result<std::shared_ptr<const LoadedPlugin>, LoadError> load_plugin(const fs::path& directory,
+                                                                   const LoadOptions& options) {
+  auto impl = std::make_unique<LoadedPlugin::Impl>();
+  impl->directory = directory;
+
+  // 1. The manifest: present, JSON, structurally sound, valid, and of our ABI major.
+  Result<std::string, LoadError> manifest_bytes = check_manifest(directory, options, *impl);
+  if (!manifest_bytes) return std::move(manifest_bytes).error();
+  const AbiVersion hub{HELM_PLUGIN_ABI_MAJOR, HELM_PLUGIN_ABI_MINOR};
 
   // 2. Stage the library, hashing what is staged.
   impl->library_path = directory / impl->manifest.at("library").get<std::string>();

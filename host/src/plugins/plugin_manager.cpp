@@ -1,9 +1,14 @@
 #include "helm/plugins/plugin_manager.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <condition_variable>
 #include <cstring>
 #include <ctime>
@@ -26,6 +31,7 @@
 #include "helm/plugins/plugin_loader.hpp"
 #include "helm/schema/json_schema.hpp"
 #include "helm/secrets/secret_service.hpp"
+#include "helm/signing/plugin_bundle.hpp"
 #include "helm/storage/db_pool.hpp"
 #include "helm/vault/names.hpp"
 #include "helm/vault/secure_buffer.hpp"
@@ -64,6 +70,7 @@ struct HostContext : std::enable_shared_from_this<HostContext> {
   std::uint64_t owner = 0;  // identifies the instance to the broker services
   std::vector<std::string> secret_globs;
   std::vector<std::string> outbound_hosts;
+  std::vector<std::string> outbound_url_settings;  // JSON Pointers into the org settings
   std::vector<std::string> publish_topics;
   std::vector<std::string> subscribe_topics;
   bool transport = false;
@@ -148,6 +155,59 @@ std::vector<std::string> string_list(const json& value) {
   return out;
 }
 
+/// "host:port" of an https:// URL, lower-cased, port 443 unless given; nullopt for anything
+/// else (another scheme, user information, an empty or bracketed host, a bad port).
+std::optional<std::string> https_url_host(std::string_view url) {
+  constexpr std::string_view kScheme = "https://";
+  if (url.size() <= kScheme.size()) return std::nullopt;
+  for (std::size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(url[i])) != kScheme[i]) return std::nullopt;
+  }
+  std::string_view authority = url.substr(kScheme.size());
+  authority = authority.substr(0, authority.find_first_of("/?#"));
+  if (authority.empty() || authority.find('@') != std::string_view::npos ||
+      authority.front() == '[') {
+    return std::nullopt;
+  }
+  std::string host(authority);
+  std::string port = "443";
+  if (const auto colon = host.rfind(':'); colon != std::string::npos) {
+    port = host.substr(colon + 1);
+    host.resize(colon);
+    if (port.empty() || port.size() > 5 ||
+        port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) == 0 ||
+        std::stoul(port) > 65535) {
+      return std::nullopt;
+    }
+    port = std::to_string(std::stoul(port));
+  }
+  if (host.empty()) return std::nullopt;
+  for (char& c : host) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.')) return std::nullopt;
+  }
+  return host + ":" + port;
+}
+
+/// The outbound hosts an organization's settings open (capabilities.
+/// outbound_hosts_from_org_config): the host:port of each https URL the pointers name.
+std::vector<std::string> settings_hosts(const json& org_config,
+                                        const std::vector<std::string>& pointers) {
+  std::vector<std::string> hosts;
+  if (!org_config.is_object()) return hosts;
+  for (const auto& pointer : pointers) {
+    try {
+      const json::json_pointer at(pointer);
+      if (!org_config.contains(at) || !org_config.at(at).is_string()) continue;
+      if (auto host = https_url_host(org_config.at(at).get<std::string>())) {
+        hosts.push_back(std::move(*host));
+      }
+    } catch (const json::exception&) {
+    }
+  }
+  return hosts;
+}
+
 std::shared_ptr<const schema::JsonSchema> compile_schema(const json& manifest, const char* key,
                                                          std::string& error) {
   json document = json::object();
@@ -180,6 +240,35 @@ std::vector<std::string> validate_manifest(const json& manifest) {
                        e.message);
   }
   return problems;
+}
+
+/// Removes a directory tree we created, logging (not failing) when that is impossible.
+void remove_tree(const fs::path& directory) {
+  std::error_code ec;
+  fs::remove_all(directory, ec);
+  if (ec) {
+    log::warn("could not remove a plugin directory",
+              {{"directory", directory.string()}, {"error", ec.message()}});
+  }
+}
+
+/// How GET /api/v1/plugins names who signed a plugin.
+std::string signer_text(const SignerInfo& signer, const std::string& dev_key_id) {
+  if (!signer.is_signed) return "unsigned (allowed by plugins.allow_unsigned)";
+  return "signed by " + signer.key_id +
+         (!dev_key_id.empty() && signer.key_id == dev_key_id
+              ? " (development key of this build tree)"
+              : "");
+}
+
+/// A plugin name usable as a directory name (the manifest schema's pattern for "name").
+bool valid_plugin_directory_name(const std::string& name) {
+  if (name.size() < 2 || name.size() > 63 || name.front() < 'a' || name.front() > 'z') {
+    return false;
+  }
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
 }
 
 std::string string_member(const json& manifest, const char* key) {
@@ -324,6 +413,8 @@ struct PluginManager::Entry {
   std::map<std::string, std::chrono::milliseconds> op_timeouts;
   std::atomic<std::uint64_t> calls{0};
   std::atomic<std::uint64_t> calls_failed{0};
+  // Uninstalled: kept (callers may still hold the pointer) but invisible to lookups and lists.
+  bool removed = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -807,13 +898,17 @@ helm_status PluginManager::HostFunctions::http_request(void* host_ctx, const hel
     out.allowed_hosts = ctx.outbound_hosts;
     out.owner = ctx.owner;
     // On-premises vendors: the organization's settings may carry the CA that signed the
-    // vendor's certificate ("ca_pem").
+    // vendor's certificate ("ca_pem") and the vendor's URLs (capabilities.
+    // outbound_hosts_from_org_config), whose hosts are then reachable for this organization.
     if (session != nullptr) {
       auto* state = const_cast<helm_session*>(session);
       const json org_config = json::parse(state->org_config_json, nullptr, false);
       if (org_config.is_object() && org_config.contains("ca_pem") &&
           org_config["ca_pem"].is_string()) {
         out.ca_pem = org_config["ca_pem"].get<std::string>();
+      }
+      for (const auto& host : settings_hosts(org_config, ctx.outbound_url_settings)) {
+        out.allowed_hosts.push_back(host);
       }
     }
     auto context = ctx.shared_from_this();
@@ -933,6 +1028,13 @@ void PluginManager::start() {
     }
     std::vector<fs::path> found;
     for (const auto& item : fs::directory_iterator(root, ec)) {
+      const std::string base = item.path().filename().string();
+      if (base.rfind(".install-", 0) == 0 || base.rfind(".uninstall-", 0) == 0) {
+        // Left by an install or uninstall the hub did not finish (killed): never a plugin.
+        remove_tree(item.path());
+        continue;
+      }
+      if (base.rfind('.', 0) == 0) continue;
       if (item.is_directory(ec) && fs::is_regular_file(item.path() / "manifest.json", ec)) {
         found.push_back(item.path());
       }
@@ -947,7 +1049,7 @@ void PluginManager::start() {
 PluginManager::Entry* PluginManager::entry_by_name(const std::string& name) const {
   Entry* best = nullptr;
   for (const auto& entry : entries_) {
-    if (entry->record.name != name) continue;
+    if (entry->removed || entry->record.name != name) continue;
     if (best == nullptr || entry->record.state == "running") best = entry.get();
   }
   return best;
@@ -1011,6 +1113,21 @@ void PluginManager::load_one(const fs::path& directory) {
   }
 }
 
+LoadOptions PluginManager::loader_options(std::string& dev_key_id) const {
+  LoadOptions load_options;
+  load_options.manifest_validator = validate_manifest;
+  load_options.trusted_publisher_keys = read_trusted_keys(options_.trusted_keys_file);
+  if (!options_.dev_key_file.empty()) {
+    for (const auto& key : read_trusted_keys(options_.dev_key_file)) {
+      dev_key_id = key.id();
+      load_options.trusted_publisher_keys.push_back(key);
+    }
+  }
+  load_options.allow_unsigned = options_.allow_unsigned;
+  load_options.staging_root = options_.staging_root;
+  return load_options;
+}
+
 ManagerOutcome PluginManager::start_instance(Entry& entry, const json& config) {
   const fs::path directory = entry.record.directory;
   auto failed = [&](helm_status status, std::string message) {
@@ -1020,18 +1137,8 @@ ManagerOutcome PluginManager::start_instance(Entry& entry, const json& config) {
     return ManagerOutcome{status, std::move(message), {}};
   };
 
-  LoadOptions load_options;
-  load_options.manifest_validator = validate_manifest;
-  load_options.trusted_publisher_keys = read_trusted_keys(options_.trusted_keys_file);
   std::string dev_key_id;
-  if (!options_.dev_key_file.empty()) {
-    for (const auto& key : read_trusted_keys(options_.dev_key_file)) {
-      dev_key_id = key.id();
-      load_options.trusted_publisher_keys.push_back(key);
-    }
-  }
-  load_options.allow_unsigned = options_.allow_unsigned;
-  load_options.staging_root = options_.staging_root;
+  const LoadOptions load_options = loader_options(dev_key_id);
   auto loaded = load_plugin(directory, load_options);
   if (!loaded) {
     std::string message = loaded.error().message;
@@ -1079,6 +1186,8 @@ ManagerOutcome PluginManager::start_instance(Entry& entry, const json& config) {
   const json caps = manifest.value("capabilities", json::object());
   context->secret_globs = string_list(caps.value("secrets", json::array()));
   context->outbound_hosts = string_list(caps.value("outbound_hosts", json::array()));
+  context->outbound_url_settings =
+      string_list(caps.value("outbound_hosts_from_org_config", json::array()));
   const json events = caps.value("events", json::object());
   context->publish_topics = string_list(events.value("publish", json::array()));
   context->subscribe_topics = string_list(events.value("subscribe", json::array()));
@@ -1119,12 +1228,7 @@ ManagerOutcome PluginManager::start_instance(Entry& entry, const json& config) {
     entry.record.version = plugin->version();
     entry.record.manifest = manifest;
     entry.record.kind = string_member(manifest, "kind");
-    entry.record.signer = !plugin->signer().is_signed
-                              ? std::string("unsigned (allowed by plugins.allow_unsigned)")
-                              : "signed by " + plugin->signer().key_id +
-                                    (!dev_key_id.empty() && plugin->signer().key_id == dev_key_id
-                                         ? " (development key of this build tree)"
-                                         : "");
+    entry.record.signer = signer_text(plugin->signer(), dev_key_id);
     entry.record.config = config;
     entry.record.loaded_at = now_rfc3339();
   }
@@ -1187,6 +1291,7 @@ std::vector<PluginRecord> PluginManager::list() const {
   {
     std::lock_guard lock(mutex_);
     for (const auto& entry : entries_) {
+      if (entry->removed) continue;
       out.push_back(entry->record);
       out.back().calls = entry->calls.load();
       out.back().calls_failed = entry->calls_failed.load();
@@ -1268,6 +1373,248 @@ ManagerOutcome PluginManager::set_enabled(const std::string& name, bool enabled)
     entry->record.last_error = "disabled while calls were still running; instance abandoned";
   }
   log::info("plugin disabled", {{"plugin", name}});
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Install and uninstall
+
+namespace {
+
+/// Writes `content` to a new file (mode `mode`) and flushes it to disk.
+bool write_new_file(const fs::path& path, std::string_view content, mode_t mode,
+                    std::string& error) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) {
+    error = "cannot create " + path.string() + ": " + std::strerror(errno);
+    return false;
+  }
+  std::size_t written = 0;
+  while (written < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + written, content.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      error = "cannot write " + path.string() + ": " + std::strerror(errno);
+      ::close(fd);
+      return false;
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced) error = "cannot flush " + path.string() + ": " + std::strerror(errno);
+  return synced;
+}
+
+void sync_directory(const fs::path& directory) {
+  const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+ManagerOutcome PluginManager::install(std::string_view bundle, PluginRecord* installed) {
+  const std::lock_guard lifecycle(lifecycle_mutex_);
+  auto refused = [](std::string message) {
+    return ManagerOutcome{HELM_STATUS_INVALID_INPUT, std::move(message), {}};
+  };
+
+  // 1. The archive's shape: three plain files, within the limits.
+  signing::BundleLimits limits;
+  limits.max_total_bytes = options_.max_bundle_bytes;
+  auto files = signing::read_bundle(bundle, limits);
+  if (!files) return refused(files.error().message);
+  const signing::BundleFile* manifest_file = nullptr;
+  const signing::BundleFile* signature_file = nullptr;
+  for (const auto& file : files.value()) {
+    if (file.name == signing::kBundleManifest) manifest_file = &file;
+    if (file.name == signing::kBundleSignature) signature_file = &file;
+  }
+  if (manifest_file == nullptr) return refused("the plugin bundle holds no manifest.json");
+  if (signature_file == nullptr) {
+    return refused(
+        "the plugin bundle holds no signature; make it with `helm-plugin pack`, which "
+        "signs or checks the signature");
+  }
+  const json manifest = json::parse(manifest_file->content, nullptr, false);
+  if (!manifest.is_object()) return refused("manifest.json in the bundle is not a JSON object");
+  const std::string name = string_member(manifest, "name");
+  const std::string library = string_member(manifest, "library");
+  if (!valid_plugin_directory_name(name)) {
+    return refused(
+        "manifest.json in the bundle has no valid \"name\" (lower-case letters, digits "
+        "and '-', starting with a letter, at most 64 characters)");
+  }
+  for (const auto& file : files.value()) {
+    if (file.name != signing::kBundleManifest && file.name != signing::kBundleSignature &&
+        file.name != library) {
+      return refused("the plugin bundle holds \"" + file.name +
+                     "\", which manifest.json does not "
+                     "name as its library (\"" +
+                     library + "\")");
+    }
+  }
+  if (files.value().size() != 3) {
+    return refused("the plugin bundle lacks the library \"" + library +
+                   "\" that manifest.json names");
+  }
+
+  // 2. Not installed yet (by name, and by directory).
+  {
+    std::lock_guard lock(mutex_);
+    if (const Entry* existing = entry_by_name(name)) {
+      return {HELM_STATUS_CONFLICT,
+              "plugin " + name + " is already installed (version " + existing->record.version +
+                  " in " + existing->record.directory.string() +
+                  "); uninstall it first (DELETE /api/v1/plugins/" + name + ")",
+              {}};
+    }
+  }
+  const fs::path root =
+      !options_.install_dir.empty()
+          ? options_.install_dir
+          : (options_.search_path.empty() ? fs::path() : options_.search_path.front());
+  if (root.empty()) {
+    return {HELM_STATUS_UNAVAILABLE, "this hub has no plugin directory to install into", {}};
+  }
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  const fs::path target = root / name;
+  if (fs::exists(fs::symlink_status(target, ec))) {
+    return {HELM_STATUS_CONFLICT,
+            target.string() + " already exists; remove it or uninstall the plugin first",
+            {}};
+  }
+
+  // 3. Unpack into a private directory beside the target (same file system: one rename
+  //    publishes it), verify there, and publish only what passed.
+  std::string pattern = (root / ".install-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    return {HELM_STATUS_UNAVAILABLE,
+            "cannot create a directory in " + root.string() + ": " + std::strerror(errno),
+            {}};
+  }
+  const fs::path staging = pattern;
+  std::string error;
+  for (const auto& file : files.value()) {
+    const mode_t mode = file.name == library ? 0755 : 0644;
+    if (!write_new_file(staging / file.name, file.content, mode, error)) {
+      remove_tree(staging);
+      return {HELM_STATUS_UNAVAILABLE, error, {}};
+    }
+  }
+  std::string dev_key_id;
+  auto verified = verify_plugin(staging, loader_options(dev_key_id));
+  if (!verified) {
+    remove_tree(staging);
+    std::string message = verified.error().message;
+    // The loader names the directory it checked; the staging name means nothing to the caller.
+    for (std::size_t at = message.find(staging.string()); at != std::string::npos;
+         at = message.find(staging.string())) {
+      message.replace(at, staging.string().size(), "the bundle");
+    }
+    return refused(std::move(message));
+  }
+  if (!verified.value().signer.is_signed) {
+    remove_tree(staging);
+    return refused("the plugin bundle is not signed");
+  }
+  ::chmod(staging.c_str(), 0755);
+  sync_directory(staging);
+
+  // Listed disabled before it appears on disk, so a crash in between cannot start it.
+  persist_settings(name, false, json::object(), 1);
+  if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) != 0) {
+    const int failure = errno;
+    remove_tree(staging);
+    return {failure == EEXIST ? HELM_STATUS_CONFLICT : HELM_STATUS_UNAVAILABLE,
+            "cannot move the plugin into " + target.string() + ": " + std::strerror(failure),
+            {}};
+  }
+  sync_directory(root);
+  load_one(target);
+  log::info("plugin installed (disabled)", {{"plugin", name},
+                                            {"version", verified.value().version},
+                                            {"signer", verified.value().signer.describe()},
+                                            {"directory", target.string()}});
+  {
+    std::lock_guard lock(mutex_);
+    if (Entry* entry = entry_by_name(name)) {
+      // Not loaded yet, but verified: who signed it is known now.
+      entry->record.signer = signer_text(verified.value().signer, dev_key_id);
+      if (installed != nullptr) *installed = entry->record;
+    }
+  }
+  return {};
+}
+
+ManagerOutcome PluginManager::uninstall(const std::string& name) {
+  const std::lock_guard lifecycle(lifecycle_mutex_);
+  Entry* entry = nullptr;
+  fs::path directory;
+  {
+    std::lock_guard lock(mutex_);
+    entry = entry_by_name(name);
+    if (entry == nullptr) return {HELM_STATUS_NOT_FOUND, "no plugin named " + name, {}};
+    directory = entry->record.directory;
+  }
+  // First off the plugin path (one rename: a crash leaves it either installed or gone), then
+  // stopped, then deleted. The running instance uses its staged copy, not this directory.
+  std::string pattern = (directory.parent_path() / ".uninstall-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    return {HELM_STATUS_UNAVAILABLE,
+            "cannot remove " + directory.string() + ": " + std::strerror(errno),
+            {}};
+  }
+  const fs::path trash = fs::path(pattern) / name;
+  if (::rename(directory.c_str(), trash.c_str()) != 0) {
+    const int failure = errno;
+    remove_tree(pattern);
+    return {HELM_STATUS_UNAVAILABLE,
+            "cannot remove " + directory.string() + ": " + std::strerror(failure),
+            {}};
+  }
+  sync_directory(directory.parent_path());
+
+  std::shared_ptr<PluginInstance> instance;
+  std::shared_ptr<HostContext> context;
+  {
+    std::lock_guard lock(mutex_);
+    instance = std::move(entry->instance);
+    context = entry->context;
+    entry->record.state = "uninstalled";
+    entry->removed = true;
+  }
+  if (instance && !retire(options_, instance, context)) {
+    log::warn("plugin uninstalled while calls were still running; instance abandoned",
+              {{"plugin", name}});
+  }
+  remove_tree(pattern);
+
+  stored_settings_.erase(name);
+  {
+    std::lock_guard lock(org_cache_mutex_);
+    for (auto it = org_cache_.begin(); it != org_cache_.end();) {
+      it = it->first.second == name ? org_cache_.erase(it) : std::next(it);
+    }
+  }
+  if (options_.pool != nullptr) {
+    const auto failed = options_.pool->run([&](pqxx::connection_base& conn) {
+      pqxx::work tx(conn);
+      tx.exec_params("DELETE FROM plugin_settings WHERE plugin = $1", name);
+      tx.exec_params("DELETE FROM plugin_org_settings WHERE plugin = $1", name);
+      tx.exec_params("DELETE FROM plugin_secret_grants WHERE plugin = $1", name);
+      tx.exec_params("DELETE FROM plugin_kv WHERE plugin = $1", name);
+      tx.commit();
+    });
+    if (failed) {
+      log::error("plugin removed, but its stored settings and grants could not be deleted",
+                 {{"plugin", name}, {"error", failed->message}});
+    }
+  }
+  log::info("plugin uninstalled", {{"plugin", name}, {"directory", directory.string()}});
   return {};
 }
 
@@ -1459,6 +1806,29 @@ ManagerOutcome PluginManager::set_org_config(const std::string& org_id, const st
       return {HELM_STATUS_INVALID_INPUT, "the settings do not match the plugin's schema",
               std::move(problems)};
     }
+  }
+  // Settings that open outbound hosts must hold https URLs: anything else would be refused at
+  // call time with a message the technician cannot act on.
+  std::vector<std::pair<std::string, std::string>> url_problems;
+  const json caps =
+      manifest.is_object() ? manifest.value("capabilities", json::object()) : json::object();
+  for (const auto& pointer :
+       string_list(caps.value("outbound_hosts_from_org_config", json::array()))) {
+    try {
+      const json::json_pointer at(pointer);
+      if (!config.contains(at)) continue;
+      const json& value = config.at(at);
+      if (!value.is_string() || !https_url_host(value.get<std::string>())) {
+        url_problems.emplace_back(pointer,
+                                  "must be an https:// URL with a host name or IPv4 address "
+                                  "(no user information)");
+      }
+    } catch (const json::exception&) {
+    }
+  }
+  if (!url_problems.empty()) {
+    return {HELM_STATUS_INVALID_INPUT, "the settings do not match the plugin's schema",
+            std::move(url_problems)};
   }
   if (dry_run) return {};
   auto current = org_settings(org_id, name);

@@ -191,6 +191,10 @@ void off_thread(api::Services& services, std::function<void()> work) {
   services.cpu.post(std::move(work));
 }
 
+/// The largest request body POST /api/v1/plugins reads: the manager's bundle limit (64 MiB of
+/// file content) plus tar headers and padding.
+constexpr std::uint64_t kMaxBundleUpload = 64u * 1024 * 1024 + 64u * 1024;
+
 bool valid_plugin_name(const std::string& name) {
   static const std::regex kName("^[a-z][a-z0-9-]{1,62}$");
   return std::regex_match(name, kName);
@@ -214,6 +218,11 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
   api::add_summaries({
       {"GET /api/v1/plugins",
        "Installed plugins and their state (hub operators also see signer, config, last error)"},
+      {"POST /api/v1/plugins",
+       "Install a signed plugin bundle (helm-plugin pack; body application/x-tar); it is "
+       "listed disabled"},
+      {"DELETE /api/v1/plugins/{name}",
+       "Uninstall a plugin: stop it, remove its directory, settings, grants and stored data"},
       {"GET /api/v1/plugins/{name}", "One plugin: manifest, state, signer, config (ETag), health"},
       {"PATCH /api/v1/plugins/{name}",
        "Enable or disable a plugin hub-wide and/or replace its configuration (If-Match)"},
@@ -251,6 +260,58 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
         }
         respond(
             api::json_response(200, json{{"items", std::move(items)}, {"next_cursor", nullptr}}));
+      });
+
+  api::add_route(
+      router, services, "POST", "/api/v1/plugins", Access::kHubOperator,
+      [&services](http::Request& req, const auth::SessionContext&, http::Responder respond) {
+        auto* manager = bound(services);
+        if (manager == nullptr) {
+          return respond(http::problem(503, "unavailable", "Service Unavailable",
+                                       "Plugins are not available in this hub."));
+        }
+        std::string type(req.header("content-type").value_or(""));
+        type = type.substr(0, type.find(';'));
+        while (!type.empty() && type.back() == ' ')
+          type.pop_back();
+        if (type != "application/x-tar" && type != "application/octet-stream") {
+          return respond(http::problem(
+              415, "unsupported-media-type", "Unsupported Media Type",
+              "Send the bundle made by `helm-plugin pack` as the body, with Content-Type: "
+              "application/x-tar."));
+        }
+        off_thread(services, [manager, body = std::move(req.body), respond] {
+          PluginRecord installed;
+          auto outcome = manager->install(body, &installed);
+          if (!outcome.ok()) {
+            if (outcome.status == HELM_STATUS_INVALID_INPUT) {
+              return respond(
+                  http::problem(422, "invalid-bundle", "Invalid Plugin Bundle", outcome.message));
+            }
+            return respond(outcome_problem(outcome, ""));
+          }
+          json view = operator_view(installed);
+          view["directory"] = installed.directory.string();
+          auto r = api::json_response(201, view);
+          r.headers.emplace_back("Location", "/api/v1/plugins/" + installed.name);
+          r.headers.emplace_back("ETag", etag(installed.config_version));
+          respond(std::move(r));
+        });
+      });
+  router.set_body_limit("POST", "/api/v1/plugins", kMaxBundleUpload);
+
+  api::add_route(
+      router, services, "DELETE", "/api/v1/plugins/{name}", Access::kHubOperator,
+      [&services](http::Request& req, const auth::SessionContext&, http::Responder respond) {
+        const auto found = plugin_or_404(services, req, respond);
+        if (!found) return;
+        PluginManager* manager = found->first;
+        const std::string name = found->second.name;
+        off_thread(services, [manager, name, respond] {
+          auto outcome = manager->uninstall(name);
+          if (!outcome.ok()) return respond(outcome_problem(outcome, ""));
+          respond(http::Response::empty(204));
+        });
       });
 
   api::add_route(
@@ -564,9 +625,20 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
         auto* manager = bound(services);
         const std::string name = name_param(req);
         const std::string op = req.path_params.count("op") ? req.path_params.at("op") : "";
-        if (manager == nullptr || !valid_plugin_name(name) || !manager->find(name)) {
-          return respond(http::not_found("No plugin of that name."));
-        }
+        const auto record =
+            manager != nullptr && valid_plugin_name(name) ? manager->find(name) : std::nullopt;
+        if (!record) return respond(http::not_found("No plugin of that name."));
+        // An operation whose input can name a client reaches every client when it names none:
+        // a technician (whose ACL limits the clients it reaches) must name one.
+        const bool takes_client = [&] {
+          const json& manifest = record->manifest;
+          if (!manifest.is_object() || !manifest.contains("operations")) return false;
+          const json& ops = manifest["operations"];
+          if (!ops.is_object() || !ops.contains(op) || !ops[op].is_object()) return false;
+          const json& schema = ops[op].value("input_schema", json::object());
+          return schema.is_object() && schema.contains("properties") &&
+                 schema["properties"].is_object() && schema["properties"].contains("client_id");
+        }();
         auto run = [manager, ctx, name, op, input, respond] {
           manager->invoke(name, ctx, op, input, [respond](OperationResult result) {
             respond(operation_response(result));
@@ -581,9 +653,15 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
           if (input.contains("site_id") && input["site_id"].is_string())
             touched.emplace_back(identity::Resource::kSite, input["site_id"]);
         }
-        if (touched.empty() || ctx.at_least(auth::Role::kAdmin)) {
-          return off_thread(services, run);
+        if (ctx.at_least(auth::Role::kAdmin)) return off_thread(services, run);
+        const bool names_client =
+            input.is_object() && input.contains("client_id") && input["client_id"].is_string();
+        if (takes_client && !names_client) {
+          return respond(http::problem(
+              403, "forbidden", "Forbidden",
+              "Your ACL policy limits the clients you reach: name one in client_id."));
         }
+        if (touched.empty()) return off_thread(services, run);
         off_thread(services, [&services, ctx, touched, run, respond] {
           bool allowed = true;
           const auto failed = services.pool.run([&](pqxx::connection_base& c) {

@@ -2,6 +2,7 @@
 /// listener. Patterns use `{name}` for one segment and `{name...}` for the rest of the path.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -19,6 +20,13 @@ class Router {
  public:
   /// Registers a route. A duplicate method + pattern is a programming error and throws.
   void add(std::string method, std::string pattern, Handler handler);
+  /// Lets one registered route take a larger request body than the server-wide limit
+  /// (api.max_body_bytes), e.g. a plugin bundle upload. Throws for an unknown route.
+  void set_body_limit(std::string_view method, std::string_view pattern, std::uint64_t bytes);
+  /// The body limit of the route `method` + `path` would reach, or 0 for the server's default.
+  std::uint64_t body_limit(std::string_view method, std::string_view path) const;
+  /// The largest body limit set on any route (0: none).
+  std::uint64_t max_body_limit() const { return max_body_; }
 
   struct Match {
     const Handler* handler = nullptr;  ///< null: no route for this method
@@ -41,10 +49,12 @@ class Router {
     std::string pattern;
     std::vector<Segment> segments;
     Handler handler;
+    std::uint64_t max_body = 0;
   };
   static bool match_route(const Route& route, const std::vector<std::string_view>& parts,
                           std::map<std::string, std::string>& params);
   std::vector<Route> routes_;
+  std::uint64_t max_body_ = 0;
 };
 
 }  // namespace helm::http

@@ -25,7 +25,7 @@
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
 
 #include <helm/plugin_abi.h>
 
@@ -136,6 +136,20 @@ class LoadedPlugin {
 
   std::unique_ptr<Impl> impl_;
 };
+
+/// What verify_plugin() found: a plugin directory whose manifest, ABI major and signature pass.
+struct VerifiedPlugin {
+  std::string name;
+  std::string version;
+  nlohmann::json manifest;
+  SignerInfo signer;
+};
+
+/// Checks 1 and 3 of loading (manifest, ABI major, signature over manifest.json and the library
+/// as they are on disk) without staging or loading anything: no plugin code runs. For installs,
+/// before a directory is put where the hub loads plugins from. Thread-safe; blocks on file I/O.
+Result<VerifiedPlugin, LoadError> verify_plugin(const std::filesystem::path& directory,
+                                                const LoadOptions& options);
 
 /// Loads the plugin in `directory` (see the file comment for the checks, in order). Blocks on
 /// file I/O and the dynamic loader; call it from a worker thread. Thread-safe.

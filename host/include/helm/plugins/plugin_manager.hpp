@@ -46,6 +46,7 @@ namespace helm::plugins {
 
 class PluginInstance;
 class LoadedPlugin;
+struct LoadOptions;
 
 struct PluginManagerOptions {
   /// Directories searched for plugin directories (each a subdirectory holding manifest.json).
@@ -79,6 +80,10 @@ struct PluginManagerOptions {
   std::chrono::milliseconds default_op_timeout{30000};
   /// How long disable/reload/shutdown wait for calls in flight before abandoning an instance.
   std::chrono::milliseconds drain_timeout{10000};
+  /// Where install() puts plugin directories; empty: the first directory of search_path.
+  std::filesystem::path install_dir;
+  /// The largest plugin bundle install() accepts (content bytes of its files).
+  std::size_t max_bundle_bytes = 64u * 1024 * 1024;
 };
 
 /// What the manager knows about one plugin directory.
@@ -170,6 +175,17 @@ class PluginManager final : public TransportLink {
   ManagerOutcome set_config(const std::string& name, const nlohmann::json& config,
                             std::optional<std::int64_t> if_match, bool dry_run);
 
+  /// Installs a plugin bundle (helm-plugin pack: a tar of manifest.json, the library and
+  /// signature): checks the archive, the manifest and the signature against the trusted keys
+  /// without running plugin code, then moves the directory into install_dir in one rename and
+  /// lists the plugin disabled (enable it like any other). A refused bundle leaves nothing on
+  /// disk. CONFLICT when a plugin of that name is installed. Fills `installed` on success. Blocks.
+  ManagerOutcome install(std::string_view bundle, PluginRecord* installed);
+  /// Removes a plugin: its directory leaves the plugin path in one rename, the running instance
+  /// is retired (calls drain), and its hub-wide settings, organization settings, grants and
+  /// key-value data are deleted. Blocks.
+  ManagerOutcome uninstall(const std::string& name);
+
   /// Organization level. Thread-safe; blocks on the database.
   std::optional<OrgPluginSettings> org_settings(const std::string& org_id, const std::string& name);
   ManagerOutcome set_org_enabled(const std::string& org_id, const std::string& name, bool enabled);
@@ -202,6 +218,7 @@ class PluginManager final : public TransportLink {
 
  private:
   void load_one(const std::filesystem::path& directory);
+  LoadOptions loader_options(std::string& dev_key_id) const;
   ManagerOutcome start_instance(Entry& entry, const nlohmann::json& config);
   void persist_settings(const std::string& name, bool enabled, const nlohmann::json& config,
                         std::int64_t version);

@@ -1,4 +1,4 @@
-// helm-plugin: creates publisher keys, signs plugins and checks plugin signatures.
+// helm-plugin: creates publisher keys, signs plugins, checks plugin signatures, packs bundles.
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "helm/signing/plugin_bundle.hpp"
 #include "helm/signing/plugin_signature.hpp"
 
 namespace {
@@ -31,6 +34,11 @@ usage:
       the trusted public keys PUB.
   helm-plugin key-id --pub PUB
       Print the id of a public key.
+  helm-plugin pack --dir DIR [--key KEY] --out BUNDLE
+      Write the installable bundle of the plugin in DIR (manifest.json, the library it names,
+      signature): an uncompressed tar archive for POST /api/v1/plugins (helmctl plugins
+      install). With --key, sign first (DIR is left unchanged); without, DIR/signature is used
+      and must match the files.
 
 exit status: 0 success, 1 failure (including a signature that does not verify), 2 usage error.
 )";
@@ -202,6 +210,72 @@ int key_id(const Options& options) {
   return kExitOk;
 }
 
+int pack(const Options& options) {
+  std::string dir;
+  std::string out_file;
+  std::string error;
+  if (!single(options, "--dir", dir, error) || !single(options, "--out", out_file, error)) {
+    std::cerr << "helm-plugin pack: " << error << "\n" << kUsage;
+    return kExitUsage;
+  }
+  std::string manifest_text;
+  if (!read_file(dir + "/manifest.json", manifest_text, error)) return fail(error);
+  const nlohmann::json manifest = nlohmann::json::parse(manifest_text, nullptr, false);
+  if (!manifest.is_object() || !manifest.contains("library") || !manifest["library"].is_string()) {
+    return fail(dir + "/manifest.json is not a JSON object with a \"library\" string");
+  }
+  const std::string library_name = manifest["library"].get<std::string>();
+  if (library_name.empty() || library_name.find('/') != std::string::npos ||
+      library_name == signing::kBundleManifest || library_name == signing::kBundleSignature) {
+    return fail("\"library\" in manifest.json must be a plain file name other than " +
+                std::string(signing::kBundleManifest) + " and " +
+                std::string(signing::kBundleSignature));
+  }
+  const std::string library_file = dir + "/" + library_name;
+  const signing::Result<signing::PluginDigest> digest =
+      signing::digest_plugin(manifest_text, library_file);
+  if (!digest) return fail(digest.error().message);
+
+  std::string signature_text;
+  std::string signer_id;
+  if (options.count("--key") > 0) {
+    std::string key_file;
+    if (!single(options, "--key", key_file, error)) {
+      std::cerr << "helm-plugin pack: " << error << "\n" << kUsage;
+      return kExitUsage;
+    }
+    signing::Result<signing::SecretKey> key = signing::SecretKey::load(key_file);
+    if (!key) return fail(key.error().message);
+    const signing::Signature signature = signing::sign(key.value(), digest.value());
+    signature_text = signature.to_text();
+    signer_id = signature.key.id();
+  } else {
+    const signing::Result<signing::Signature> signature =
+        signing::Signature::load(dir + "/signature");
+    if (!signature) return fail(signature.error().message + " (or pass --key to sign now)");
+    // Integrity only (the hub decides whom to trust): the signature must cover these files.
+    const signing::Result<signing::PublicKey> signer =
+        signing::verify(signature.value(), digest.value(), {signature.value().key});
+    if (!signer) return fail(signer.error().message);
+    if (!read_file(dir + "/signature", signature_text, error)) return fail(error);
+    signer_id = signer.value().id();
+  }
+
+  std::string library;
+  if (!read_file(library_file, library, error)) return fail(error);
+  const signing::Result<std::string> bundle = signing::write_bundle({
+      {std::string(signing::kBundleManifest), manifest_text},
+      {library_name, std::move(library)},
+      {std::string(signing::kBundleSignature), signature_text},
+  });
+  if (!bundle) return fail(bundle.error().message);
+  if (!write_file(out_file, bundle.value(), error)) return fail(error);
+  std::cout << "packed " << manifest.value("name", std::string("?")) << " "
+            << manifest.value("version", std::string("?")) << " signed by key " << signer_id
+            << " -> " << out_file << " (" << bundle.value().size() << " bytes)\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -225,6 +299,7 @@ int main(int argc, char** argv) {
     if (command == "sign") return sign(options);
     if (command == "verify") return verify(options);
     if (command == "key-id") return key_id(options);
+    if (command == "pack") return pack(options);
   } catch (const std::exception& exception) {
     return fail(std::string("unexpected error: ") + exception.what());
   }

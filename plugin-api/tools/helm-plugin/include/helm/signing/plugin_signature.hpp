@@ -44,6 +44,7 @@ enum class SigningErrorCode {
   kBadSignature,        // the signature does not match the manifest and library as they are
   kUntrustedSigner,     // the signature is valid but made with a key that is not trusted
   kCryptoFailure,       // libsodium failed to initialize or reported an error
+  kMalformedBundle,     // a plugin bundle is not a tar archive of the expected shape
 };
 
 struct SigningError {
