@@ -247,6 +247,9 @@ bool input_bool(const json& input, const char* name) {
   return found != input.end() && found->is_boolean() && found->get<bool>();
 }
 
+constexpr const char* kUnlinkedClient =
+    "this client is not linked to Tactical RMM in the plugin's settings (client_map)";
+
 std::string no_device(const std::string& id) {
   return "Tactical RMM has no device " + id;
 }
@@ -303,8 +306,7 @@ std::optional<std::string> vendor_client_of(const std::shared_ptr<Job>& job, con
   if (hub_client.empty()) return std::string();
   const auto found = job->settings().hub_to_vendor.find(hub_client);
   if (found == job->settings().hub_to_vendor.end()) {
-    job->fail(Status::kNotFound,
-              "this client is not linked to Tactical RMM in the plugin's settings (client_map)");
+    job->fail(Status::kNotFound, kUnlinkedClient);
     return std::nullopt;
   }
   return found->second;
@@ -527,6 +529,12 @@ class TacticalRmmPlugin final : public sdk::Plugin {
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       timing = timing_;
+    }
+    // An unlinked client is refused before the vault is asked for anything.
+    const std::string hub_client = input_string(call.input(), "client_id");
+    if (!hub_client.empty() && settings->hub_to_vendor.count(hub_client) == 0) {
+      call.fail(Status::kNotFound, kUnlinkedClient);
+      return;
     }
     auto job = std::make_shared<Job>(host(), call, std::move(*settings), timing);
     if (!job->open()) return;

@@ -354,9 +354,11 @@ TEST_F(TacticalRmm, ListsOneClientsDevicesThroughTheVendorsClientFilter) {
   ASSERT_EQ(servers.status, 200);
   EXPECT_EQ(body_of(servers)["devices"].size(), 2u);
 
+  const std::size_t before = vendor_requests().size();
   auto unlinked = op(tech_a_, "devices.list", {{"client_id", unlinked_}});
   EXPECT_EQ(unlinked.status, 404) << unlinked.body;
   EXPECT_NE(unlinked.body.find("not linked to Tactical RMM"), std::string::npos) << unlinked.body;
+  EXPECT_EQ(vendor_requests().size(), before);  // not even the vault was asked
 }
 
 TEST_F(TacticalRmm, GetsADeviceButNotThroughAnotherClient) {
