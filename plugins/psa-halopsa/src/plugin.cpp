@@ -52,6 +52,8 @@ struct HaloRequest {
 
 using Done = std::function<void(Result<json>)>;
 using TokenDone = std::function<void(Result<std::string>)>;
+/// A call waiting for another call's token fetch: the token, or nullopt when that fetch failed.
+using TokenWaiter = std::function<void(std::optional<std::string>)>;
 
 /// One operation in flight. Its steps run one after another (each started by the completion of
 /// the previous one), so only `cancelled` and `timer` are touched concurrently (by cancel()).
@@ -170,8 +172,8 @@ class HaloPlugin final : public sdk::Plugin {
   // ---------------------------------------------------------------------------------------------
   // Access tokens
 
-  std::optional<std::string> cached_token(const std::string& key) {
-    const std::lock_guard<std::mutex> lock(tokens_mutex_);
+  /// Requires tokens_mutex_.
+  std::optional<std::string> cached_token_locked(const std::string& key) {
     const auto it = tokens_.find(key);
     if (it == tokens_.end()) return std::nullopt;
     if (Clock::now() >= it->second.refresh_at) {
@@ -204,13 +206,49 @@ class HaloPlugin final : public sdk::Plugin {
     slot.refresh_at = Clock::now() + lifetime - early;
   }
 
+  /// Calls `next` with a usable access token: the cached one, the one another call of the same
+  /// organization and settings is fetching right now (one token request serves a burst of
+  /// calls), or a new one.
   void with_token(const OperationPtr& op, TokenDone next) {
     const std::string key = op->settings.token_cache_key(op->call.organization_id());
-    if (auto token = cached_token(key)) {
-      next(std::move(*token));
-      return;
+    {
+      std::unique_lock<std::mutex> lock(tokens_mutex_);
+      if (auto token = cached_token_locked(key)) {
+        lock.unlock();
+        next(std::move(*token));
+        return;
+      }
+      const auto pending = fetching_.find(key);
+      if (pending != fetching_.end()) {
+        // Wait for that fetch; if it fails (it ran in another technician's session), fetch
+        // with this call's own session rather than report someone else's error.
+        pending->second.push_back([this, op, next](std::optional<std::string> token) {
+          if (token) return next(std::move(*token));
+          fetch_token(op, next, 0);
+        });
+        return;
+      }
+      fetching_[key];
     }
-    fetch_token(op, std::move(next), 0);
+    fetch_token(
+        op,
+        [this, key, next](Result<std::string> token) {
+          std::vector<TokenWaiter> waiters;
+          {
+            const std::lock_guard<std::mutex> lock(tokens_mutex_);
+            const auto pending = fetching_.find(key);
+            if (pending != fetching_.end()) {
+              waiters.swap(pending->second);
+              fetching_.erase(pending);
+            }
+          }
+          const std::optional<std::string> shared =
+              token ? std::optional<std::string>(*token) : std::nullopt;
+          next(std::move(token));
+          for (auto& waiter : waiters)
+            waiter(shared);
+        },
+        0);
   }
 
   void fetch_token(const OperationPtr& op, TokenDone next, int rate_retries) {
@@ -732,8 +770,9 @@ class HaloPlugin final : public sdk::Plugin {
 
   std::mutex ops_mutex_;  // guards ops_
   std::map<std::uint64_t, std::weak_ptr<Operation>> ops_;
-  std::mutex tokens_mutex_;  // guards tokens_
+  std::mutex tokens_mutex_;  // guards tokens_ and fetching_
   std::map<std::string, CachedToken> tokens_;
+  std::map<std::string, std::vector<TokenWaiter>> fetching_;  // token fetches in flight, by key
 };
 
 }  // namespace

@@ -634,6 +634,40 @@ TEST_F(HaloE2E, ATokenIsFetchedAgainShortlyBeforeItsAnnouncedExpiry) {
   remember_tokens();
 }
 
+TEST_F(HaloE2E, ABurstOfCallsSharesOneTokenRequestAndAllSucceed) {
+  // New settings (another scope) need a new token; eight calls arrive at once.
+  json narrower = settings_a();
+  narrower["scope"] = "read:tickets read:customers";
+  configure(org_a_, owner_a_, narrower);
+  constexpr int kCalls = 8;
+  std::vector<long> statuses(kCalls, 0);
+  std::vector<size_t> counts(kCalls, 0);
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kCalls; ++i) {
+    callers.emplace_back([i, &statuses, &counts] {
+      const bool mine = i % 2 == 0;
+      auto r =
+          op(org_a_, mine ? tech_a_ : owner_a_, "tickets.list",
+             {{"client_id", mine ? client_x_ : client_y_}, {"page", 1 + i / 2}, {"page_size", 10}});
+      statuses[i] = r.status;
+      if (r.status == 200) counts[i] = body_of(r)["tickets"].size();
+    });
+  }
+  for (auto& t : callers)
+    t.join();
+  for (int i = 0; i < kCalls; ++i) {
+    EXPECT_EQ(statuses[i], 200) << "call " << i;
+    EXPECT_EQ(counts[i], 10u) << "call " << i;
+  }
+  const auto tokens = fake_->requests_to("/auth/token");
+  ASSERT_EQ(tokens.size(), 1u) << "one token request served the whole burst";
+  EXPECT_NE(tokens[0]["body"].get<std::string>().find("scope=read%3Atickets%20read%3Acustomers"),
+            std::string::npos);
+  EXPECT_EQ(fake_->requests_to("/api/Tickets").size(), static_cast<size_t>(kCalls));
+  configure(org_a_, owner_a_, settings_a());
+  remember_tokens();
+}
+
 TEST_F(HaloE2E, AHostedInstanceGetsItsTenantOnTheTokenRequest) {
   fake_->state({{"tenants", {"contoso"}}});  // hosted: /auth/token now needs ?tenant=
   json hosted = settings_a();
