@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -120,10 +121,13 @@ class Helmctl : public ::testing::Test {
     std::string out;
     ASSERT_EQ(bootstrap_hub(dir_->path(), "Operators", kEmail, kPassword, &out), 0) << out;
     // Trusted: this build's development key (the in-tree plugins); nothing unsigned.
+    // Also the test publisher's, for the bundle installed by InstallsAndUninstallsABundle.
+    // Installs go to the first directory of the path: a scratch one, not the build tree.
     const std::string keys = extra_->file("trusted-keys");
-    write_file(keys, read_file(HELM_DEV_PUB) + "\n");
+    write_file(keys, read_file(HELM_DEV_PUB) + "\n" + read_file(HELM_TEST_TRUSTED_PUB) + "\n");
+    fs::create_directories(extra_->file("installed"));
     HubOptions o{.data_dir = dir_->path(), .env = kFastPasswordEnv};
-    o.env["HELM_PLUGINS_PATH"] = std::string(HELM_BUILD_PLUGINS_DIR);
+    o.env["HELM_PLUGINS_PATH"] = extra_->file("installed") + ":" + HELM_BUILD_PLUGINS_DIR;
     o.env["HELM_PLUGINS_ALLOW_UNSIGNED"] = "false";
     o.env["HELM_PLUGINS_TRUSTED_KEYS_FILE"] = keys;
     hub_ = new HubProcess(o);
@@ -367,6 +371,45 @@ TEST_F(Helmctl, OrganizationSettingsGrantsAndProblems) {
   EXPECT_EQ(r.code, 1) << describe(r);
   EXPECT_NE(r.err.find("/kind"), std::string::npos) << describe(r);
   r = ctl({"plugins", "get", "no-such-plugin"});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_NE(r.err.find("404"), std::string::npos) << describe(r);
+}
+
+TEST_F(Helmctl, InstallsAndUninstallsABundle) {
+  ASSERT_EQ(login().code, 0);
+  // The publisher's side: a bundle of test-misbehaving with its own (test publisher) signature.
+  const std::string bundle = home_->file("misbehaving.hpb");
+  ASSERT_EQ(std::system((std::string(HELM_PLUGIN_TOOL) + " pack --dir '" + HELM_TEST_PLUGINS_DIR +
+                         "/test-misbehaving' --out '" + bundle + "' > /dev/null")
+                            .c_str()),
+            0);
+
+  CtlResult r = ctl({"plugins", "install", bundle});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_NE(r.out.find("test-misbehaving"), std::string::npos) << describe(r);
+  EXPECT_NE(r.out.find("installed, disabled"), std::string::npos) << describe(r);
+  EXPECT_TRUE(fs::exists(extra_->file("installed") + "/test-misbehaving/manifest.json"));
+  r = ctl({"-o", "json", "plugins", "get", "test-misbehaving"});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  const json got = json::parse(r.out);
+  EXPECT_EQ(got["state"], "disabled");
+  EXPECT_NE(got["signer"].get<std::string>().find("signed by"), std::string::npos) << got;
+
+  // Again: refused as an API error (409), nothing changes.
+  r = ctl({"plugins", "install", bundle});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_NE(r.err.find("already installed"), std::string::npos) << describe(r);
+  // A file that is not a bundle: 422 with the reason.
+  write_file(home_->file("junk.hpb"), "not a bundle");
+  r = ctl({"plugins", "install", home_->file("junk.hpb")});
+  EXPECT_EQ(r.code, 1) << describe(r);
+  EXPECT_NE(r.err.find("422"), std::string::npos) << describe(r);
+
+  r = ctl({"plugins", "uninstall", "test-misbehaving"});
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_NE(r.out.find("uninstalled"), std::string::npos) << describe(r);
+  EXPECT_FALSE(fs::exists(extra_->file("installed") + "/test-misbehaving"));
+  r = ctl({"plugins", "get", "test-misbehaving"});
   EXPECT_EQ(r.code, 1) << describe(r);
   EXPECT_NE(r.err.find("404"), std::string::npos) << describe(r);
 }
