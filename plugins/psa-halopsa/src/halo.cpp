@@ -234,7 +234,7 @@ json normalize_action(const json& action, bool include_raw) {
 json normalize_client(const json& client, const OrgSettings& settings, bool include_raw) {
   json out = json::object();
   const json id = id_or_null(client, "id");
-  out["vendor_client_id"] = id;
+  out["id"] = id;
   out["client_id"] = nullptr;
   if (id.is_number_integer()) {
     if (auto hub = settings.hub_client(id.get<std::int64_t>())) out["client_id"] = *hub;

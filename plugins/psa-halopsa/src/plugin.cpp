@@ -568,6 +568,7 @@ class HaloPlugin final : public sdk::Plugin {
       for (const auto& ticket : tickets) {
         if (!ticket.is_object()) continue;
         ++seen;
+        if (!as_id(ticket.value("id", json()))) continue;  // not a usable ticket
         // Never hand out another client's ticket, even if a filter was not applied upstream.
         if (walk->vendor_client &&
             as_id(ticket.value("client_id", json())) != walk->vendor_client) {
@@ -720,7 +721,7 @@ class HaloPlugin final : public sdk::Plugin {
           }
           return finish(op, reply.error());
         }
-        if (!reply->is_object()) {
+        if (!reply->is_object() || !as_id(reply->value("id", json()))) {
           return finish(op, Error{Status::kUpstreamError, "HaloPSA answered without a client"});
         }
         json out = {
@@ -754,7 +755,9 @@ class HaloPlugin final : public sdk::Plugin {
       }
       json clients = json::array();
       for (const auto& c : body.at("clients")) {
-        if (c.is_object()) clients.push_back(normalize_client(c, op->settings, op->include_raw));
+        if (c.is_object() && as_id(c.value("id", json()))) {
+          clients.push_back(normalize_client(c, op->settings, op->include_raw));
+        }
       }
       const auto count =
           body.contains("record_count") ? as_id(body.at("record_count")) : std::nullopt;

@@ -543,7 +543,7 @@ TEST_F(HaloE2E, ListsClientsWithTheirHubClients) {
   EXPECT_EQ(b["total"], 6);
   EXPECT_EQ(b["has_more"], true);
   ASSERT_EQ(b["clients"].size(), 4u);
-  EXPECT_EQ(b["clients"][0]["vendor_client_id"], 1);
+  EXPECT_EQ(b["clients"][0]["id"], 1);
   EXPECT_EQ(b["clients"][0]["client_id"], client_x_);
   EXPECT_EQ(b["clients"][1]["client_id"], client_y_);
   EXPECT_TRUE(b["clients"][2]["client_id"].is_null());
