@@ -149,6 +149,23 @@ class FakeHaloTest(unittest.TestCase):
         finally:
             hosted.stop()
 
+    def test_a_config_file_sets_credentials_and_seed_data(self):
+        config = os.path.join(self.dir, "config.json")
+        with open(config, "w", encoding="utf-8") as f:
+            json.dump({"credentials": {"cfg": {"secret": "cfg-secret", "scopes": ["all"]}},
+                       "seed": {"tickets": 3, "clients": 1}, "token_lifetime": 60}, f)
+        configured = Fake(self.cert, self.key, "--config", config)
+        try:
+            token = configured.token("cfg", "cfg-secret")
+            _, _, body = configured.json("GET", "/api/Tickets", headers=configured.bearer(token))
+            self.assertEqual(body["record_count"], 3)
+            status, _, _ = configured.json("POST", "/auth/token", form={
+                "grant_type": "client_credentials", "client_id": "helm-client",
+                "client_secret": "helm-secret", "scope": "all"})
+            self.assertEqual(status, 400, "the file's credentials replace the defaults")
+        finally:
+            configured.stop()
+
     # -- bearer and scope ---------------------------------------------------------------------
 
     def test_resource_server_wants_a_live_bearer_with_the_scope(self):
