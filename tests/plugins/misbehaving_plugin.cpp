@@ -16,6 +16,10 @@
 //   host.kv             stores input.value under input.key, reads it back, completes {"value"}
 //   host.secret         releases secret input.name, completes {"length"} (never the value)
 //   host.timer          schedules a 1 ms timer and completes from its callback {"timer": status}
+//   host.audit          audits input.action with input.detail (ABI 1.2), completes {"ok": true}
+//   host.session        completes the session_info() of the call's session
+//   events.seen         completes {"events": [{"topic", "organization_id", "source", "payload"}]}
+//                       with every event on_event() received (subscribed: test.*, session.*)
 #include <helm/plugin.hpp>
 
 #include <atomic>
@@ -151,9 +155,41 @@ class MisbehavingPlugin final : public helm::sdk::Plugin {
             call.complete({{"timer", helm::sdk::to_string(status)}});
           });
       if (!timer) call.fail(timer.error());
+    } else if (op == "host.audit") {
+      const Result<void> audited =
+          host().audit(call.session(), "", call.input().at("action").get<std::string>(),
+                       call.input().value("detail", nlohmann::json::object()).dump());
+      if (!audited) {
+        call.fail(audited.error());
+        return;
+      }
+      call.complete({{"ok", true}});
+    } else if (op == "host.session") {
+      Result<nlohmann::json> info = host().session_info(call.session());
+      if (!info) {
+        call.fail(info.error());
+        return;
+      }
+      call.complete(std::move(info).value());
+    } else if (op == "events.seen") {
+      nlohmann::json events = nlohmann::json::array();
+      {
+        const std::lock_guard<std::mutex> lock(events_mutex_);
+        events = events_;
+      }
+      call.complete({{"events", std::move(events)}});
     } else {
       call.fail(Status::kUnsupported, "no operation \"" + op + "\"");
     }
+  }
+
+  void on_event(const helm::sdk::Event& event) override {
+    const std::lock_guard<std::mutex> lock(events_mutex_);
+    if (events_.size() >= 1000) return;
+    events_.push_back({{"topic", event.topic},
+                       {"organization_id", event.organization_id},
+                       {"source", event.source},
+                       {"payload", event.payload}});
   }
 
  private:
@@ -162,6 +198,8 @@ class MisbehavingPlugin final : public helm::sdk::Plugin {
   std::mutex dropper_mutex_;  // guards dropper_
   std::thread dropper_;
   std::vector<std::thread> sleepers_;  // guarded by dropper_mutex_
+  std::mutex events_mutex_;            // guards events_
+  nlohmann::json events_ = nlohmann::json::array();
 };
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "helm/agents/agent_service.hpp"
 #include "helm/api/openapi.hpp"
 #include "helm/auth/auth_service.hpp"
+#include "helm/auth/session_events.hpp"
 #include "helm/broker/event_bus.hpp"
 #include "helm/broker/http_broker.hpp"
 #include "helm/broker/plugin_kv_store.hpp"
@@ -278,7 +279,10 @@ int serve(const config::HubConfig& cfg) {
   // holds up logins or REST handlers.
   TaskPool plugin_workers(4);
   // Outbound HTTPS for plugins: one libcurl multi thread; completions run on the plugin workers.
-  broker::HttpBroker http_broker({.proxy = cfg.plugins.http_proxy,
+  // Vendor calls may block for as long as a script runs on an endpoint (Tactical RMM's cmd/ and
+  // runscript/ wait up to their timeout): allow up to 11 minutes when a plugin asks for it.
+  broker::HttpBroker http_broker({.max_timeout = std::chrono::minutes(11),
+                                  .proxy = cfg.plugins.http_proxy,
                                   .no_proxy = cfg.plugins.no_proxy,
                                   .dispatch = [&plugin_workers](std::function<void()> task) {
                                     plugin_workers.post(std::move(task));
@@ -310,6 +314,11 @@ int serve(const config::HubConfig& cfg) {
   agent_service.set_link(&plugin_manager.transport_link());
   plugin_manager.start();
   plugins::PluginManagerBinding plugin_binding(services, plugin_manager);
+  // session.started / session.ended for plugins (after they subscribed): the first sweep also
+  // ends and announces the sessions that ran out while the hub was down.
+  auth::SessionEvents session_events(pool, event_bus,
+                                     {.idle_timeout = auth_service.options().idle_timeout});
+  session_events.start();
 
   http::Server server({cfg.api, cert_file, key_file}, router, registry);
   add_collectors(registry, pool, server);
@@ -359,6 +368,7 @@ int serve(const config::HubConfig& cfg) {
   }
   server.stop();
   log::info("stopping plugins");
+  session_events.stop();
   plugin_manager.shutdown();
   agent_service.stop();  // after the transport, before the pool its queued work runs on
   http_broker.shutdown();

@@ -30,6 +30,7 @@
 #include "helm/plugins/plugin_instance.hpp"
 #include "helm/plugins/plugin_loader.hpp"
 #include "helm/schema/json_schema.hpp"
+#include "helm/secrets/audit_log.hpp"
 #include "helm/secrets/secret_service.hpp"
 #include "helm/signing/plugin_bundle.hpp"
 #include "helm/storage/db_pool.hpp"
@@ -704,6 +705,7 @@ struct PluginManager::HostFunctions {
       const json info = {
           {"principal_kind", c.kind == auth::PrincipalKind::kTechnician ? "technician" : "service"},
           {"principal_id", c.principal_id},
+          {"session_id", c.session_id},
           {"organization_id", c.org_id},
           {"roles", json::array({std::string(auth::role_name(c.role))})},
           {"expires_at", when}};
@@ -713,6 +715,58 @@ struct PluginManager::HostFunctions {
       return HELM_STATUS_OK;
     } catch (...) {
       return fail(err, HELM_STATUS_INTERNAL, "session_info failed");
+    }
+  }
+
+  // ---- ABI 1.2: audit ----
+  static helm_status audit(void* host_ctx, const helm_session* session, const char* org_id,
+                           size_t org_id_len, const char* action, size_t action_len,
+                           const char* detail_json, size_t detail_json_len,
+                           helm_error* err) noexcept {
+    try {
+      HostContext& ctx = context_of(host_ctx);
+      storage::DbPool* pool = ctx.manager->options().pool;
+      if (pool == nullptr) return fail(err, HELM_STATUS_UNSUPPORTED, "this hub keeps no audit log");
+      const std::string name = action == nullptr ? std::string() : std::string(action, action_len);
+      const bool valid_action = !name.empty() && name.size() <= 64 && name[0] >= 'a' &&
+                                name[0] <= 'z' && std::all_of(name.begin(), name.end(), [](char c) {
+                                  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                                         c == '_' || c == '.' || c == '-';
+                                });
+      if (!valid_action) {
+        return fail(err, HELM_STATUS_INVALID_INPUT,
+                    "audit: the action must match ^[a-z][a-z0-9_.-]{0,63}$");
+      }
+      json detail = json::object();
+      if (detail_json != nullptr && detail_json_len > 0) {
+        if (detail_json_len > 4096) {
+          return fail(err, HELM_STATUS_INVALID_INPUT, "audit: the detail is larger than 4 KiB");
+        }
+        detail = json::parse(std::string_view(detail_json, detail_json_len), nullptr, false);
+        if (!detail.is_object()) {
+          return fail(err, HELM_STATUS_INVALID_INPUT, "audit: the detail must be a JSON object");
+        }
+      }
+      std::string org = org_id == nullptr ? std::string() : std::string(org_id, org_id_len);
+      vault::AuditRecord record;
+      if (session != nullptr) {
+        record = secrets::audit_record(const_cast<helm_session*>(session)->context,
+                                       "plugin." + ctx.plugin + "." + name);
+        if (org.empty()) org = record.org_id;
+      } else {
+        record = secrets::audit_record(auth::SessionContext{}, "plugin." + ctx.plugin + "." + name);
+        record.actor = "plugin:" + ctx.plugin;
+      }
+      if (!org.empty() && !vault::is_valid_org_id(org)) {
+        return fail(err, HELM_STATUS_INVALID_INPUT, "audit: organization_id is not a UUID");
+      }
+      record.org_id = org;
+      record.plugin = ctx.plugin;
+      record.extra = std::move(detail);
+      secrets::audit(*pool, std::move(record));
+      return HELM_STATUS_OK;
+    } catch (...) {
+      return fail(err, HELM_STATUS_INTERNAL, "audit failed");
     }
   }
 
@@ -858,6 +912,7 @@ struct PluginManager::HostFunctions {
     api.device_event = &device_event;
     api.transport_listening = &transport_listening;
     api.transport_settings = &transport_settings;
+    api.audit = &audit;
     return api;
   }
 };
@@ -908,6 +963,30 @@ helm_status PluginManager::HostFunctions::http_request(void* host_ctx, const hel
         out.ca_pem = org_config["ca_pem"].get<std::string>();
       }
       for (const auto& host : settings_hosts(org_config, ctx.outbound_url_settings)) {
+        out.allowed_hosts.push_back(host);
+      }
+    } else if (HELM_HAS_FIELD(request, helm_http_request, organization_id_len) &&
+               request->organization_id != nullptr && request->organization_id_len > 0) {
+      // ABI 1.2: no session (an event handler, a timer), but made for one organization: its
+      // settings apply as in a call, if the plugin is turned on for it.
+      const std::string org(request->organization_id, request->organization_id_len);
+      if (!vault::is_valid_org_id(org)) {
+        return fail(err, HELM_STATUS_INVALID_INPUT, "http_request: organization_id is not a UUID");
+      }
+      const auto settings = ctx.manager->org_settings(org, ctx.plugin);
+      if (!settings) {
+        return fail(err, HELM_STATUS_UNAVAILABLE,
+                    "http_request: the organization's settings cannot be read now");
+      }
+      if (!settings->enabled) {
+        return fail(err, HELM_STATUS_FORBIDDEN,
+                    "http_request: the plugin is not turned on for that organization");
+      }
+      if (settings->config.is_object() && settings->config.contains("ca_pem") &&
+          settings->config["ca_pem"].is_string()) {
+        out.ca_pem = settings->config["ca_pem"].get<std::string>();
+      }
+      for (const auto& host : settings_hosts(settings->config, ctx.outbound_url_settings)) {
         out.allowed_hosts.push_back(host);
       }
     }

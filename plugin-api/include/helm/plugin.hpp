@@ -452,6 +452,9 @@ struct HttpRequest {
   std::string_view body;
   /// 0: the host's default.
   std::chrono::milliseconds timeout{0};
+  /// ABI 1.2: for a request without a session (an event handler, a timer), the organization
+  /// whose settings apply (its ca_pem and outbound_hosts_from_org_config hosts); empty: none.
+  std::string_view organization_id;
 };
 
 /// A response as the vendor sent it (any HTTP status code).
@@ -651,6 +654,8 @@ class Host {
     raw.header_count = pointers.size();
     raw.body = reinterpret_cast<const std::uint8_t*>(request.body.data());
     raw.body_len = request.body.size();
+    raw.organization_id = request.organization_id.data();
+    raw.organization_id_len = request.organization_id.size();
 
     auto* context = new detail::HttpContext{api_, std::move(on_done)};
     helm_error error = detail::make_abi_error();
@@ -750,6 +755,27 @@ class Host {
       return Error{Status::kInternal,
                    std::string("the host sent session info that is not JSON: ") + exception.what()};
     }
+  }
+
+  // ---- Audit (ABI 1.2) ----
+
+  /// Whether this hub offers audit() (ABI 1.2 or later).
+  bool offers_audit() const noexcept {
+    return HELM_HAS_FIELD(api_, helm_host_api, audit) && api_->audit != nullptr;
+  }
+
+  /// Appends "plugin.<name>.<action>" to the hub's audit log: `session` the act belongs to (or
+  /// nullptr: the plugin acted on its own), `organization_id` it concerns (empty: the session's),
+  /// `detail_json` a small JSON object of non-secret context (or empty). Does not block.
+  Result<void> audit(const helm_session* session, std::string_view organization_id,
+                     std::string_view action, std::string_view detail_json = {}) const {
+    if (!offers_audit()) return unsupported("audit");
+    helm_error error = detail::make_abi_error();
+    const helm_status status =
+        api_->audit(api_->host_ctx, session, organization_id.data(), organization_id.size(),
+                    action.data(), action.size(), detail_json.data(), detail_json.size(), &error);
+    if (status != HELM_STATUS_OK) return detail::error_from_abi(status, &error);
+    return {};
   }
 
   // ---- Agent transport (ABI 1.1; offered only to plugins declaring capabilities.transport) ----

@@ -88,7 +88,7 @@ extern "C" {
 /** Major version of this ABI. A hub loads only plugins whose abi_major equals its own. */
 #define HELM_PLUGIN_ABI_MAJOR 1
 /** Minor version of this ABI. Grows whenever anything is appended. */
-#define HELM_PLUGIN_ABI_MINOR 1
+#define HELM_PLUGIN_ABI_MINOR 2
 
 /** Name of the one symbol a plugin library exports (see helm_plugin_entry at the end). */
 #define HELM_PLUGIN_ENTRY_SYMBOL "helm_plugin_entry"
@@ -300,9 +300,19 @@ typedef struct helm_http_request {
   /** Request body, any bytes; NULL with body_len 0 for none. */
   const uint8_t* body;
   size_t body_len;
+  /* ---- ABI 1.2: check the host's abi_minor >= 2 before relying on it ---- */
+  /** For a request made without a session (session NULL: an event handler, a timer), the
+   *  organization it is made for (a UUID; length 0: none). The host then applies that
+   *  organization's settings for the plugin as for a call in its session — its ca_pem and the
+   *  hosts of capabilities.outbound_hosts_from_org_config — provided the plugin is turned on for
+   *  the organization. Ignored when a session is given (the session's organization applies). */
+  const char* organization_id;
+  size_t organization_id_len;
 } helm_http_request;
 
 #define HELM_HTTP_REQUEST_V1_0_SIZE (offsetof(helm_http_request, body_len) + sizeof(size_t))
+#define HELM_HTTP_REQUEST_V1_2_SIZE \
+  (offsetof(helm_http_request, organization_id_len) + sizeof(size_t))
 
 /**
  * An HTTP response as the vendor sent it. Owned by the host; the struct, the header array and
@@ -495,6 +505,26 @@ typedef void (*helm_transport_listening_fn)(void* host_ctx, const char* url, siz
 typedef helm_status (*helm_transport_settings_fn)(void* host_ctx, helm_bytes_sink_fn sink,
                                                   void* sink_ctx, helm_error* err);
 
+/* --------------------------------------------------------------------------------------------
+ * Audit (ABI 1.2). Offered to every plugin.
+ * ------------------------------------------------------------------------------------------ */
+
+/**
+ * Appends a record to the hub's hash-chained audit log, for what a plugin did on its own that an
+ * MSP must be able to account for (a workspace destroyed by a reconciler, a credential rotated).
+ * The action is recorded as "plugin.<plugin name>.<action>"; action must match
+ * ^[a-z][a-z0-9_.-]{0,63}$. session: the session the act belongs to, or NULL (the actor is then
+ * the plugin itself); organization_id: the organization it concerns (a UUID), or empty for the
+ * session's (or a hub-wide act). detail_json: a small JSON object of non-secret context (at most
+ * 4 KiB; keys that look like secrets are refused), or empty. All pointers borrowed for the call.
+ * Returns OK once the record is queued for writing; INVALID_INPUT with err filled otherwise.
+ * Thread: any thread; does not block.
+ */
+typedef helm_status (*helm_audit_fn)(void* host_ctx, const helm_session* session,
+                                     const char* organization_id, size_t organization_id_len,
+                                     const char* action, size_t action_len, const char* detail_json,
+                                     size_t detail_json_len, helm_error* err);
+
 /**
  * The services the host offers one plugin instance. The host builds one per instance and passes
  * it to create(); every call a plugin makes through it is attributed to that instance and
@@ -530,12 +560,15 @@ typedef struct helm_host_api {
   helm_device_event_fn device_event;
   helm_transport_listening_fn transport_listening;
   helm_transport_settings_fn transport_settings;
+  /* ---- ABI 1.2: check with HELM_HAS_FIELD before use ---- */
+  helm_audit_fn audit;
 } helm_host_api;
 
 #define HELM_HOST_API_V1_0_SIZE \
   (offsetof(helm_host_api, session_info) + sizeof(helm_session_info_fn))
 #define HELM_HOST_API_V1_1_SIZE \
   (offsetof(helm_host_api, transport_settings) + sizeof(helm_transport_settings_fn))
+#define HELM_HOST_API_V1_2_SIZE (offsetof(helm_host_api, audit) + sizeof(helm_audit_fn))
 
 /* ============================================================================================
  * Calls and events (host -> plugin)

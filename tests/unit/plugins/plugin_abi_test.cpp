@@ -87,39 +87,44 @@ TEST(PluginAbi, CAndCxxCompilersAgreeOnEveryLayout) {
   EXPECT_EQ(helm_c_call_v1_0_size(), HELM_CALL_V1_0_SIZE);
 }
 
-// ABI 1.1 appended the transport fields to helm_host_api and helm_plugin_v1: their 1.0 sizes
-// stay where they were (a 1.0 peer still works) and the 1.1 sizes are the whole structs. Every
-// other struct is still exactly its 1.0 size.
+// ABI 1.1 appended the transport fields to helm_host_api and helm_plugin_v1, ABI 1.2 the audit
+// function to helm_host_api and organization_id to helm_http_request: earlier sizes stay where they
+// were (an older peer still works) and the newest sizes are the whole structs. Every other struct
+// is still exactly its 1.0 size.
 TEST(PluginAbi, Version1_1AppendsOnlyAtTheEnd) {
   EXPECT_EQ(HELM_PLUGIN_ABI_MAJOR, 1);
-  EXPECT_EQ(HELM_PLUGIN_ABI_MINOR, 1);
+  EXPECT_EQ(HELM_PLUGIN_ABI_MINOR, 2);
   EXPECT_EQ(HELM_PLUGIN_V1_1_SIZE, sizeof(helm_plugin_v1));
-  EXPECT_EQ(HELM_HOST_API_V1_1_SIZE, sizeof(helm_host_api));
+  EXPECT_EQ(HELM_HOST_API_V1_1_SIZE, offsetof(helm_host_api, audit));
+  EXPECT_EQ(HELM_HOST_API_V1_2_SIZE, sizeof(helm_host_api));
   EXPECT_EQ(HELM_PLUGIN_V1_0_SIZE, offsetof(helm_plugin_v1, device_send));
   EXPECT_EQ(HELM_HOST_API_V1_0_SIZE, offsetof(helm_host_api, device_authenticate));
   EXPECT_EQ(HELM_CALL_V1_0_SIZE, sizeof(helm_call));
   EXPECT_EQ(HELM_EVENT_V1_0_SIZE, sizeof(helm_event));
   EXPECT_EQ(HELM_ERROR_V1_0_SIZE, sizeof(helm_error));
   EXPECT_EQ(HELM_HTTP_HEADER_V1_0_SIZE, sizeof(helm_http_header));
-  EXPECT_EQ(HELM_HTTP_REQUEST_V1_0_SIZE, sizeof(helm_http_request));
+  EXPECT_EQ(HELM_HTTP_REQUEST_V1_0_SIZE, offsetof(helm_http_request, organization_id));
+  EXPECT_EQ(HELM_HTTP_REQUEST_V1_2_SIZE, sizeof(helm_http_request));
   EXPECT_EQ(HELM_HTTP_RESPONSE_V1_0_SIZE, sizeof(helm_http_response));
 }
 
 #if defined(__x86_64__) || defined(__aarch64__)
-// The LP64 layout of ABI 1.1 (1.0 plus the transport fields), pinned: a change here breaks every
-// plugin already built.
+// The LP64 layout of ABI 1.2 (1.0, the 1.1 transport fields, the 1.2 audit function), pinned: a
+// change here breaks every plugin already built.
 TEST(PluginAbi, Lp64LayoutOfVersion1_1IsPinned) {
   EXPECT_EQ(HELM_PLUGIN_V1_0_SIZE, 80U);
   EXPECT_EQ(HELM_HOST_API_V1_0_SIZE, 112U);
   EXPECT_EQ(sizeof(helm_plugin_v1), 96U);
   EXPECT_EQ(offsetof(helm_plugin_v1, struct_size), 4U);
   EXPECT_EQ(offsetof(helm_plugin_v1, create), 16U);
-  EXPECT_EQ(sizeof(helm_host_api), 144U);
+  EXPECT_EQ(HELM_HOST_API_V1_1_SIZE, 144U);
+  EXPECT_EQ(sizeof(helm_host_api), 152U);
   EXPECT_EQ(sizeof(helm_call), 104U);
   EXPECT_EQ(sizeof(helm_event), 72U);
   EXPECT_EQ(sizeof(helm_error), 520U);
   EXPECT_EQ(sizeof(helm_http_header), 40U);
-  EXPECT_EQ(sizeof(helm_http_request), 72U);
+  EXPECT_EQ(HELM_HTTP_REQUEST_V1_0_SIZE, 72U);
+  EXPECT_EQ(sizeof(helm_http_request), 88U);
   EXPECT_EQ(sizeof(helm_http_response), 40U);
 }
 #endif
