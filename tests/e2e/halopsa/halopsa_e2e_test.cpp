@@ -446,7 +446,9 @@ TEST_F(HaloE2E, ListsEveryPageWithAllPagesAndStopsAtRecordCount) {
   EXPECT_EQ(gets[0]["query"]["open_only"], "true");
   EXPECT_EQ(gets[0]["query"]["agent_id"], "2");
   EXPECT_EQ(gets[0]["query"]["search"], "Ticket 1");
-  for (const auto& t : body_of(r)["tickets"]) {
+  const json r_tickets = body_of(r)["tickets"];  // a copy: body_of() is a temporary
+  ASSERT_FALSE(r_tickets.empty());
+  for (const auto& t : r_tickets) {
     EXPECT_EQ(t["vendor_client_id"], 2);
     EXPECT_NE(t["status_id"], 9);
   }
@@ -711,7 +713,9 @@ TEST_F(HaloE2E, EachOrganizationReachesHaloPsaWithItsOwnCredential) {
   auto b = op(org_b_, owner_b_, "tickets.list", {{"client_id", client_bx_}, {"page_size", 50}});
   ASSERT_EQ(a.status, 200) << a.body;
   ASSERT_EQ(b.status, 200) << b.body;
-  for (const auto& t : body_of(b)["tickets"]) {
+  const json b_tickets = body_of(b)["tickets"];  // a copy: body_of() is a temporary
+  ASSERT_FALSE(b_tickets.empty());
+  for (const auto& t : b_tickets) {
     EXPECT_EQ(t["client_id"], client_bx_);
     EXPECT_EQ(t["vendor_client_id"], 3);
   }
@@ -786,7 +790,9 @@ TEST_F(HaloE2E, APluginWithoutTheGrantGetsNoSecretAndFetchesNoToken) {
 TEST_F(HaloE2E, TheAclKeepsATechnicianToItsClients) {
   auto mine = op(org_a_, tech_a_, "tickets.list", {{"client_id", client_x_}, {"page_size", 5}});
   ASSERT_EQ(mine.status, 200) << mine.body;
-  for (const auto& t : body_of(mine)["tickets"])
+  const json mine_tickets = body_of(mine)["tickets"];  // a copy: body_of() is a temporary
+  ASSERT_FALSE(mine_tickets.empty());
+  for (const auto& t : mine_tickets)
     EXPECT_EQ(t["client_id"], client_x_);
   fake_->reset();
   auto other = op(org_a_, tech_a_, "tickets.list", {{"client_id", client_y_}});
