@@ -1,7 +1,9 @@
 #include "helm/plugins/plugin_routes.hpp"
 
+#include <cctype>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <pqxx/pqxx>
 #include <regex>
 
@@ -195,6 +197,40 @@ void off_thread(api::Services& services, std::function<void()> work) {
 /// file content) plus tar headers and padding.
 constexpr std::uint64_t kMaxBundleUpload = 64u * 1024 * 1024 + 64u * 1024;
 
+/// The content of the first part of a multipart/form-data body that carries a filename (or,
+/// failing that, the first part); nullopt when the body is not well-formed multipart.
+std::optional<std::string> first_multipart_file(const std::string& content_type,
+                                                const std::string& body) {
+  const auto at = content_type.find("boundary=");
+  if (at == std::string::npos) return std::nullopt;
+  std::string boundary = content_type.substr(at + 9);
+  boundary = boundary.substr(0, boundary.find(';'));
+  if (boundary.size() >= 2 && boundary.front() == '"' && boundary.back() == '"') {
+    boundary = boundary.substr(1, boundary.size() - 2);
+  }
+  if (boundary.empty() || boundary.size() > 200) return std::nullopt;
+  const std::string delimiter = "--" + boundary;
+  std::optional<std::string> first;
+  std::size_t pos = body.find(delimiter);
+  while (pos != std::string::npos) {
+    pos += delimiter.size();
+    if (body.compare(pos, 2, "--") == 0) break;  // the closing delimiter
+    const auto head_end = body.find("\r\n\r\n", pos);
+    if (head_end == std::string::npos) return first;
+    const std::string head = body.substr(pos, head_end - pos);
+    const auto next = body.find("\r\n" + delimiter, head_end + 4);
+    if (next == std::string::npos) return first;
+    std::string content = body.substr(head_end + 4, next - head_end - 4);
+    std::string lower = head;
+    for (char& c : lower)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower.find("filename=") != std::string::npos) return content;
+    if (!first) first = std::move(content);
+    pos = next + 2;
+  }
+  return first;
+}
+
 bool valid_plugin_name(const std::string& name) {
   static const std::regex kName("^[a-z][a-z0-9-]{1,62}$");
   return std::regex_match(name, kName);
@@ -270,17 +306,30 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
           return respond(http::problem(503, "unavailable", "Service Unavailable",
                                        "Plugins are not available in this hub."));
         }
-        std::string type(req.header("content-type").value_or(""));
-        type = type.substr(0, type.find(';'));
+        const std::string content_type(req.header("content-type").value_or(""));
+        std::string type = content_type.substr(0, content_type.find(';'));
         while (!type.empty() && type.back() == ' ')
           type.pop_back();
-        if (type != "application/x-tar" && type != "application/octet-stream") {
+        for (char& c : type)
+          c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        std::string bundle;
+        if (type == "application/x-tar" || type == "application/octet-stream") {
+          bundle = std::move(req.body);
+        } else if (type == "multipart/form-data") {
+          // A browser or a generic client uploading a file form field.
+          auto file = first_multipart_file(content_type, req.body);
+          if (!file) {
+            return respond(http::problem(422, "invalid-bundle", "Invalid Plugin Bundle",
+                                         "The multipart/form-data body holds no file part."));
+          }
+          bundle = std::move(*file);
+        } else {
           return respond(http::problem(
               415, "unsupported-media-type", "Unsupported Media Type",
               "Send the bundle made by `helm-plugin pack` as the body, with Content-Type: "
-              "application/x-tar."));
+              "application/x-tar (or as the file of a multipart/form-data upload)."));
         }
-        off_thread(services, [manager, body = std::move(req.body), respond] {
+        off_thread(services, [manager, body = std::move(bundle), respond] {
           PluginRecord installed;
           auto outcome = manager->install(body, &installed);
           if (!outcome.ok()) {

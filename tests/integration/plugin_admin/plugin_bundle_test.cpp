@@ -192,8 +192,17 @@ TEST_F(PluginBundles, InstallEnableInvokeUninstall) {
   const json list = body_of(call("GET", "/api/v1/plugins", owner_));
   EXPECT_TRUE(list["items"].empty()) << list;
 
-  // Installed again, it starts from nothing: disabled, and off for the organization.
-  ASSERT_EQ(upload(read_file(bundle_file()), owner_).status, 201);
+  // Installed again (this time as a browser's multipart/form-data file upload), it starts from
+  // nothing: disabled, and off for the organization.
+  const std::string boundary = "----helm-test-boundary-7d1c";
+  const std::string multipart =
+      "--" + boundary +
+      "\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nnot the file\r\n--" + boundary +
+      "\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"example-echo.hpb\"\r\n"
+      "Content-Type: application/x-tar\r\n\r\n" +
+      read_file(bundle_file()) + "\r\n--" + boundary + "--\r\n";
+  auto again = upload(multipart, owner_, "multipart/form-data; boundary=" + boundary);
+  ASSERT_EQ(again.status, 201) << again.body;
   auto org_view = call("GET", "/api/v1/orgs/" + org_ + "/plugins/example-echo", owner_);
   ASSERT_EQ(org_view.status, 200) << org_view.body;
   EXPECT_EQ(body_of(org_view)["enabled_for_org"], false) << org_view.body;
