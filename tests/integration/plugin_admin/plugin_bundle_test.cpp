@@ -143,6 +143,8 @@ TEST_F(PluginBundles, RefusedBundlesChangeNothingOnDisk) {
   expect_refused(std::string(4096, '\0'), 422, "holds no manifest.json");
   expect_refused(good, 415, "application/x-tar", owner_, "application/json");
   expect_refused(good, 403, "", tech_);
+  // Larger than any bundle may be: refused from its Content-Length, before the body is read.
+  expect_refused(std::string(65u * 1024 * 1024, '\0'), 413, "larger than the limit");
   EXPECT_EQ(call("GET", "/api/v1/plugins/example-echo", owner_).status, 404);
 }
 
