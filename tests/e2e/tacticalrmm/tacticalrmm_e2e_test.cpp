@@ -4,12 +4,6 @@
 // ca_pem. Technicians invoke the rmm operations over HTTPS; the tests assert what they get back
 // and what the fake received: the key from the vault and nothing else, and no request at all
 // where the hub must refuse first.
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -19,10 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "fake_vendor.hpp"
 #include "helm/http/tls_files.hpp"
 #include "test_support.hpp"
-
-extern char** environ;
 
 namespace helm::test {
 namespace {
@@ -37,70 +30,6 @@ constexpr const char* kSecret = "tacticalrmm/api-key";
 // Distinctive, so that finding them anywhere they must not be is unambiguous.
 constexpr const char* kKeyA = "trmm-key-A-7f3c9e21d4b8a6f0e5c2";
 constexpr const char* kKeyB = "trmm-key-B-1a2b3c4d5e6f7a8b9c0d";
-
-// The host's rule "a technician whose ACL limits the clients it reaches gets 403 when the
-// operation declares client_id and the input omits it". Set to false on a hub without it.
-constexpr bool kHostRefusesOmittedClientId = true;
-
-/// The fake as a child process: python3 fake_tacticalrmm.py, its READY line read from a pipe.
-class FakeProcess {
- public:
-  FakeProcess(const std::string& cert, const std::string& key,
-              const std::vector<std::string>& api_keys) {
-    std::vector<std::string> args = {"python3", TRMM_FAKE_SCRIPT, "--cert", cert, "--key", key};
-    for (const auto& k : api_keys) {
-      args.push_back("--api-key");
-      args.push_back(k);
-    }
-    int fds[2];
-    if (::pipe(fds) != 0) return;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&actions, fds[0]);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const int spawned = ::posix_spawnp(&pid_, "python3", &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(fds[1]);
-    if (spawned != 0) {
-      pid_ = -1;
-      ::close(fds[0]);
-      return;
-    }
-    out_ = fds[0];
-    std::string line;
-    const auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (std::chrono::steady_clock::now() < deadline && line.find('\n') == std::string::npos) {
-      pollfd p{out_, POLLIN, 0};
-      if (::poll(&p, 1, 200) <= 0) continue;
-      char c[256];
-      const ssize_t n = ::read(out_, c, sizeof c);
-      if (n <= 0) break;
-      line.append(c, static_cast<std::size_t>(n));
-    }
-    if (line.rfind("READY ", 0) == 0) port_ = static_cast<uint16_t>(std::stoi(line.substr(6)));
-  }
-  ~FakeProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-    }
-    if (out_ >= 0) ::close(out_);
-  }
-  FakeProcess(const FakeProcess&) = delete;
-  FakeProcess& operator=(const FakeProcess&) = delete;
-
-  uint16_t port() const { return port_; }
-
- private:
-  pid_t pid_ = -1;
-  int out_ = -1;
-  uint16_t port_ = 0;
-};
 
 class TacticalRmm : public ::testing::Test {
  protected:
@@ -118,7 +47,8 @@ class TacticalRmm : public ::testing::Test {
     ASSERT_TRUE(files) << files.error().message;
     vendor_ca_file_ = new std::string(files->cert_file);
     vendor_ca_ = new std::string(read_file(files->cert_file));
-    fake_ = new FakeProcess(files->cert_file, files->key_file, {kKeyA, kKeyB});
+    fake_ = new FakeVendor(TRMM_FAKE_SCRIPT, files->cert_file, files->key_file,
+                           {"--api-key", kKeyA, "--api-key", kKeyB});
     ASSERT_NE(fake_->port(), 0) << "the fake did not start";
     base_url_ = new std::string("https://localhost:" + std::to_string(fake_->port()));
 
@@ -240,19 +170,12 @@ class TacticalRmm : public ::testing::Test {
     return call("POST", org_plugin(org.empty() ? org_a_ : org) + "/ops/" + name, token, input);
   }
 
-  /// A control or vendor call on the fake, trusting its CA.
+  /// A control call on the fake.
   static json fake(const std::string& method, const std::string& path, const json& body = nullptr) {
-    HttpRequestOptions o;
-    o.method = method;
-    o.ca_file = *vendor_ca_file_;
-    if (!body.is_null()) o.body = body.dump();
-    o.headers.push_back("Content-Type: application/json");
-    auto r = https(*base_url_ + path, o);
-    EXPECT_EQ(r.status, 200) << path << ": " << r.body;
-    return json::parse(r.body, nullptr, false);
+    return fake_->control(method, path, body);
   }
 
-  static json vendor_requests() { return fake("GET", "/_fake/requests")["requests"]; }
+  static json vendor_requests() { return fake_->requests(); }
 
   static json body_of(const HttpResponse& r) { return json::parse(r.body, nullptr, false); }
 
@@ -284,7 +207,7 @@ class TacticalRmm : public ::testing::Test {
   static inline TempDir* dir_ = nullptr;
   static inline TempDir* work_ = nullptr;
   static inline HubProcess* hub_ = nullptr;
-  static inline FakeProcess* fake_ = nullptr;
+  static inline FakeVendor* fake_ = nullptr;
   static inline std::string* base_url_ = nullptr;
   static inline std::string* vendor_ca_ = nullptr;
   static inline std::string* vendor_ca_file_ = nullptr;
@@ -577,10 +500,6 @@ TEST_F(TacticalRmm, RestrictedTechnicianReachesOnlyItsClient) {
 }
 
 TEST_F(TacticalRmm, RestrictedTechnicianOmittingClientIdIsRefused) {
-  if (!kHostRefusesOmittedClientId) {
-    GTEST_SKIP() << "needs the host's restricted-ACL rule (403 when an operation declares "
-                    "client_id and a restricted technician omits it), not in this hub yet";
-  }
   auto omitted = op(tech_x_, "devices.list", json::object());
   EXPECT_EQ(omitted.status, 403) << omitted.body;
   auto run = op(tech_x_, "commands.run",
