@@ -10,6 +10,8 @@
 // last credential of each organization in memory only (never persisted or logged, wiped on
 // stop); after a restart it has none until a technician of that organization makes a call,
 // which then reconciles that organization first. Workspace records are in memory only.
+// Session-less requests name the organization (ABI 1.2 http_request.organization_id), so the
+// hub applies its base_url host and ca_pem as it does inside a call.
 #include <helm/plugin.hpp>
 
 #include <algorithm>
@@ -66,26 +68,19 @@ Timing read_timing(const Config& config) {
   return t;
 }
 
-// ---- the audit host function (ABI 1.2), used when the SDK and the hub offer it -------------
+// ---- audit (ABI 1.2) ------------------------------------------------------------------------
 
-template <typename H>
-auto audit_through(const H& host, int, const helm_session* session, std::string_view org,
-                   std::string_view action, std::string_view detail)
-    -> decltype(host.audit(session, org, action, detail)) {
-  return host.audit(session, org, action, detail);
-}
-template <typename H>
-Result<void> audit_through(const H&, long, const helm_session*, std::string_view, std::string_view,
-                           std::string_view) {
-  return Error{Status::kUnsupported, "this SDK has no audit()"};
-}
-
-/// Records "plugin.kasm.<action>" in the hub's audit log; without the host function, a log
-/// line says what could not be audited.
+/// Records "plugin.kasm.<action>" in the hub's audit log; on a hub without audit() (ABI < 1.2),
+/// a log line says what could not be audited.
 void audit(const Host& host, const helm_session* session, const std::string& org,
            const std::string& action, const json& detail) {
   const std::string text = detail.dump();
-  const Result<void> done = audit_through(host, 0, session, org, action, text);
+  if (!host.offers_audit()) {
+    host.warn("kasm: this hub keeps no plugin audit records (ABI 1." +
+              std::to_string(host.abi_minor()) + "); not audited: " + action + " " + text);
+    return;
+  }
+  const Result<void> done = host.audit(session, org, action, text);
   if (!done) {
     host.warn("kasm: could not audit " + action + " " + text + ": " + done.error().message);
   }
@@ -97,8 +92,18 @@ using Answer = std::function<void(Result<json>)>;
 
 /// POST /api/public/<method> with the credential in the body or a Basic header. `answer` runs
 /// exactly once: later on a host worker, or now when the hub refused to send the request.
+/// Without a session (teardown, the periodic reconciler) the request names the credential's
+/// organization, whose settings (base_url host, ca_pem) the hub then applies (ABI 1.2).
 void kasm_rpc(const Host& host, const helm_session* session, const CredentialPtr& cred,
               const std::string& method, json fields, milliseconds timeout, Answer answer) {
+  if (session == nullptr && host.abi_minor() < 2) {
+    answer(Error{Status::kUnsupported,
+                 "this hub (ABI 1." + std::to_string(host.abi_minor()) +
+                     ") cannot send a request without a session to the organization's Kasm "
+                     "server (" +
+                     method + "); it needs ABI 1.2"});
+    return;
+  }
   std::string auth;
   std::vector<sdk::HttpField> headers = {{"Content-Type", "application/json"},
                                          {"Accept", "application/json"}};
@@ -120,6 +125,7 @@ void kasm_rpc(const Host& host, const helm_session* session, const CredentialPtr
   request.headers = headers;
   request.body = body;
   request.timeout = timeout;
+  if (session == nullptr) request.organization_id = cred->organization_id;
   // The answer is shared so that a refusal (callback never runs) can still call it.
   auto shared = std::make_shared<Answer>(std::move(answer));
   const Result<void> started =
@@ -260,8 +266,19 @@ class KasmPlugin final : public sdk::Plugin {
     } catch (const sdk::Failure& failure) {
       return Error{failure.status(), failure.what()};
     }
-    const std::lock_guard<std::mutex> lock(mutex_);
-    timing_ = timing;
+    std::uint64_t stale = 0;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      const bool rearm = timing.reconcile_interval != timing_.reconcile_interval && !stopping_;
+      timing_ = timing;
+      if (!rearm) return {};
+      stale = timer_;
+      timer_ = 0;
+      ++timer_generation_;  // the old chain ends at its next tick
+    }
+    // A new interval applies now, not after the old one has run out.
+    if (stale != 0) host().cancel_timer(stale);
+    schedule_reconciler();
     return {};
   }
 
@@ -398,6 +415,7 @@ class KasmPlugin final : public sdk::Plugin {
       return false;
     }
     auto cred = std::make_shared<Credential>();
+    cred->organization_id = job->call.organization_id();
     cred->base_url = job->settings.base_url;
     cred->origin = job->settings.origin;
     cred->style = job->settings.auth_style;
@@ -609,19 +627,25 @@ class KasmPlugin final : public sdk::Plugin {
 
   void schedule_reconciler() {
     milliseconds interval;
+    std::uint64_t generation = 0;
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       if (stopping_) return;
       interval = timing_.reconcile_interval;
+      generation = timer_generation_;
     }
-    const auto timer = host().schedule(interval, [this](Status status) {
+    const auto timer = host().schedule(interval, [this, generation](Status status) {
       if (status != Status::kOk) return;
+      {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        if (generation != timer_generation_) return;  // replaced by configure()
+      }
       periodic_reconcile();
       schedule_reconciler();
     });
     if (timer) {
       const std::lock_guard<std::mutex> lock(mutex_);
-      timer_ = *timer;
+      if (generation == timer_generation_) timer_ = *timer;
     }
   }
 
@@ -966,6 +990,7 @@ class KasmPlugin final : public sdk::Plugin {
   std::map<std::string, OrgState> orgs_;
   int opens_in_flight_ = 0;
   std::uint64_t timer_ = 0;
+  std::uint64_t timer_generation_ = 0;  ///< bumped when configure() replaces the timer chain
   bool stopping_ = false;
 };
 

@@ -41,6 +41,7 @@ void wipe(std::string& text) noexcept;
 
 /// A Kasm API key and its secret, kept only in memory; wiped when destroyed.
 struct Credential {
+  std::string organization_id;  ///< whose settings the host applies to a session-less request
   std::string base_url;
   std::string origin;
   AuthStyle style = AuthStyle::kBody;
@@ -52,6 +53,7 @@ struct Credential {
   Credential& operator=(const Credential& other) {
     if (this != &other) {
       wipe(secret);
+      organization_id = other.organization_id;
       base_url = other.base_url;
       origin = other.origin;
       style = other.style;
