@@ -134,6 +134,7 @@ Commands:
                    list | revoke ID
   devices      list | delete ID
   commands     run DEVICE KIND [--args-json JSON] [--deadline S] [--wait] | get ID
+  workspaces   open CLIENT | list | close WORKSPACE   [--plugin NAME] (default kasm)
 
 Run 'helmctl <group> --help' for a group's commands.
 Exit codes: 0 ok, 1 API error, 2 usage error, 3 connection/TLS error.
@@ -185,6 +186,18 @@ const std::map<std::string, std::string> kGroupUsage = {
      "                    queue a command (ping, inventory, run_script); --wait polls until it\n"
      "                    is done or expired and prints the result\n"
      "  get ID\n"},
+    {"workspaces",
+     "helmctl workspaces <command> [--plugin NAME]\n"
+     "  open CLIENT       open (or return this session's) disposable remote workspace for a\n"
+     "                    client (hub client id) and print its URL; the image is the one your\n"
+     "                    organization chose for the client\n"
+     "  list              the workspaces of this login session\n"
+     "  close WORKSPACE   destroy one now (all of them go when the session ends: logout,\n"
+     "                    idle or absolute timeout)\n"
+     "  --plugin NAME     the remote-session plugin (default kasm); calls POST\n"
+     "                    /api/v1/orgs/{org}/plugins/NAME/ops/workspaces.open|list|close\n"
+     "  Workspaces belong to the hub session of the token: use the same login (the token\n"
+     "  'helmctl login' saved) to list or close what you opened.\n"},
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1062,6 +1075,45 @@ int cmd_commands(Ctx& c) {
   usage_error("unknown commands command " + sub);
 }
 
+const std::vector<Column> kWorkspaceColumns = {{"WORKSPACE", "workspace_id"},
+                                               {"CLIENT", "client_id"},
+                                               {"STATUS", "status"},
+                                               {"URL", "url"},
+                                               {"EXPIRES", "expires_at"}};
+
+int cmd_workspaces(Ctx& c) {
+  const std::string sub = c.args.positional.at(1);
+  const std::string plugin = c.args.get("plugin").value_or("kasm");
+  if (plugin.empty()) usage_error("--plugin needs a plugin name");
+  auto op = [&](const std::string& name, const json& input) {
+    return expect(c.client.request(
+        "POST", c.org_path() + "/plugins/" + url_encode(plugin) + "/ops/" + name, input));
+  };
+  if (sub == "open") {
+    const std::string client = c.arg(0, "client id");
+    c.no_more_args(1);
+    const json j = op("workspaces.open", json{{"client_id", client}});
+    c.show(j, [&] { print_table(json::array({j}), kWorkspaceColumns); });
+    return kOk;
+  }
+  if (sub == "list") {
+    c.no_more_args(0);
+    const json j = op("workspaces.list", json::object());
+    c.show(j, [&] { print_table(j.value("workspaces", json::array()), kWorkspaceColumns); });
+    return kOk;
+  }
+  if (sub == "close") {
+    const std::string id = c.arg(0, "workspace id");
+    c.no_more_args(1);
+    const json j = op("workspaces.close", json{{"workspace_id", id}});
+    c.show(j, [&] {
+      std::cout << "Workspace " << cell(j.value("workspace_id", json(id))) << " closed\n";
+    });
+    return kOk;
+  }
+  usage_error("unknown workspaces command " + sub);
+}
+
 int run(int argc, char** argv) {
   Ctx c;
   c.args = parse_args(argc, argv);
@@ -1118,7 +1170,8 @@ int run(int argc, char** argv) {
       {"sites", cmd_sites},
       {"enrollment-keys", cmd_enrollment_keys},
       {"devices", cmd_devices},
-      {"commands", cmd_commands}};
+      {"commands", cmd_commands},
+      {"workspaces", cmd_workspaces}};
   auto it = kGroups.find(group);
   if (it == kGroups.end()) usage_error("unknown command " + group);
   if (pos.size() < 2) {
