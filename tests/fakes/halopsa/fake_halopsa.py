@@ -7,17 +7,18 @@ control endpoints. It binds 127.0.0.1 (port 0 by default) and prints `READY <por
 listening.
 """
 
-import argparse
 import copy
 import datetime
 import json
+import os
 import secrets
-import ssl
 import sys
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.dont_write_bytecode = True  # keep tests/fakes/common free of __pycache__
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+import fakebase  # noqa: E402  (tests/fakes/common/fakebase.py)
 
 KNOWN_SCOPES = {
     "all",
@@ -56,11 +57,17 @@ def dotnet_error(message, class_name="HaloException"):
     return {"ClassName": class_name, "Message": message}
 
 
-class FakeState:
-    """Everything the fake knows; one lock guards it all."""
+class FakeState(fakebase.FakeBase):
+    """Everything the fake knows; one lock guards it all (fakebase.FakeBase: the lock, recorded
+    requests, injections and latency). Injection rules keep their own fields and the counters
+    "_skip" (from nth) and "_left" (count; a rule applies at least once)."""
+
+    SKIP = "_skip"
+    TIMES = "_left"
+    ENDLESS_AT_ZERO = False
 
     def __init__(self, args):
-        self.lock = threading.Lock()
+        super().__init__(args.latency_ms)
         self.credentials = {}
         for spec in args.credential or []:
             parts = spec.split(":", 2)
@@ -76,13 +83,10 @@ class FakeState:
         self.default_limit = args.default_limit
         self.default_page_size = args.default_page_size
         self.max_page_size = args.max_page_size
-        self.latency_ms = args.latency_ms
         self.invalid_client_status = args.invalid_client_status
         self.tokens = {}
         self.tokens_issued = 0
-        self.requests = []
         self.seq = 0
-        self.rules = []
         self.seed = {"tickets": args.seed_tickets, "clients": args.seed_clients}
         self.initial_seed = dict(self.seed)
         self.tickets = {}
@@ -135,7 +139,16 @@ class FakeState:
         self.next_client = clients + 1
         self.next_action = 1
 
-    def apply(self, doc):
+    def reset_locked(self, options):
+        """POST /_fake/reset: {"tokens": true} also revokes every token, {"state": true} also
+        restores the seed data."""
+        if options.get("tokens"):
+            self.tokens = {}
+        if options.get("state"):
+            self.seed = dict(self.initial_seed)
+            self.reseed()
+
+    def update_state_locked(self, doc):
         """POST /_fake/state and --config: replace parts of the state."""
         if "credentials" in doc:
             self.credentials = {}
@@ -167,7 +180,8 @@ class FakeState:
             for token in self.tokens.values():
                 token["expires_at"] = 0
 
-    def summary(self):
+    def state_view_locked(self):
+        """GET /_fake/state: a summary."""
         return {
             "hosted": self.hosted,
             "tenants": sorted(self.tenants),
@@ -179,64 +193,34 @@ class FakeState:
             "tokens_live": sum(1 for t in self.tokens.values() if t["expires_at"] > time.time()),
             "tokens_issued": self.tokens_issued,
             "requests": len(self.requests),
-            "rules": copy.deepcopy(self.rules),
+            "rules": copy.deepcopy(self.injections),
         }
 
     # -- injections -----------------------------------------------------------------------------
 
-    def add_rule(self, rule):
-        rule = dict(rule)
+    def make_injection(self, spec):
+        rule = dict(spec)
         rule["_skip"] = max(0, int(rule.get("nth", 1)) - 1)
         rule["_left"] = int(rule.get("count", 1))
-        self.rules.append(rule)
+        return rule
 
-    def take_rule(self, method, path):
-        """The injection that applies to this request, if any (and uses it up)."""
-        for rule in self.rules:
-            prefix = rule.get("path")
-            if prefix and not path.lower().startswith(prefix.lower()):
-                continue
-            if rule.get("method") and rule["method"].upper() != method:
-                continue
-            if rule["_skip"] > 0:
-                rule["_skip"] -= 1
-                continue
-            rule["_left"] -= 1
-            if rule["_left"] <= 0:
-                self.rules.remove(rule)
-            return rule
-        return None
+    def injection_applies(self, rule, method, path):
+        prefix = rule.get("path")
+        if prefix and not path.lower().startswith(prefix.lower()):
+            return False
+        return not (rule.get("method") and rule["method"].upper() != method)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(fakebase.FakeHandler):
     server_version = "FakeHaloPSA/1.0"
-    protocol_version = "HTTP/1.1"
-
-    def setup(self):
-        self.request.settimeout(60)
-        self.request.do_handshake()
-        super().setup()
-
-    def log_message(self, fmt, *args):  # quiet: tests read /_fake/requests instead
-        pass
+    handshake_timeout_s = 60
+    quiet_errors = (Exception,)  # a client that went away or failed the TLS handshake
 
     @property
     def state(self):
-        return self.server.state
+        return self.fake
 
     # -- plumbing -------------------------------------------------------------------------------
-
-    def do_GET(self):
-        self.dispatch("GET")
-
-    def do_POST(self):
-        self.dispatch("POST")
-
-    def do_PUT(self):
-        self.dispatch("PUT")
-
-    def do_DELETE(self):
-        self.dispatch("DELETE")
 
     def send(self, status, body=None, headers=None, content_type="application/json"):
         if body is None:
@@ -246,42 +230,24 @@ class Handler(BaseHTTPRequestHandler):
         else:
             data = str(body).encode()
             content_type = "text/plain; charset=utf-8"
-        self.send_response(status)
-        if data:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, str(value))
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
-        self.status_sent = status
+        self.send_data(status, data, content_type if data else None, headers)
 
-    def dispatch(self, method):
-        self.status_sent = 0
-        parts = urllib.parse.urlsplit(self.path)
-        path = parts.path
-        query_pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if path.startswith("/_fake/"):
-            return self.control(method, path, body)
-        # .NET query binding is case-insensitive: keys are looked up in lower case.
-        query = {}
-        for key, value in query_pairs:
-            query.setdefault(key.lower(), value)
-        record = {
+    def request_record(self, method, url, raw):
+        return {
             "method": method,
-            "path": path,
-            "query": {k: v for k, v in query_pairs},
-            "raw_query": parts.query,
+            "path": url.path,
+            "query": {k: v for k, v in urllib.parse.parse_qsl(url.query, keep_blank_values=True)},
+            "raw_query": url.query,
             "headers": {k: v for k, v in self.headers.items()},
-            "body": body.decode("utf-8", "replace"),
+            "body": raw.decode("utf-8", "replace"),
             "time": time.time(),
             "token_client_id": None,
             "status": None,
             "injected": False,
         }
+
+    def admit(self, method, url, raw):
+        self.recorded = record = self.request_record(method, url, raw)
         with self.state.lock:
             self.state.seq += 1
             record["seq"] = self.state.seq
@@ -290,20 +256,21 @@ class Handler(BaseHTTPRequestHandler):
             if info:
                 record["token_client_id"] = info["client_id"]
             self.state.requests.append(record)
-            rule = self.state.take_rule(method, path)
-            latency = self.state.latency_ms
-        if rule and rule.get("latency_ms"):
-            latency += int(rule["latency_ms"])
-        if latency:
-            time.sleep(latency / 1000.0)
-        try:
-            if rule and rule.get("status"):
-                record["injected"] = True
-                self.injected(rule)
-            else:
-                self.route(method, path, query, body)
-        finally:
-            record["status"] = self.status_sent
+            return self.state.take_injection_locked(method, url.path)
+
+    def answered(self):
+        self.recorded["status"] = self.status_sent
+
+    def vendor(self, method, url, raw):
+        # .NET query binding is case-insensitive: keys are looked up in lower case.
+        query = {}
+        for key, value in urllib.parse.parse_qsl(url.query, keep_blank_values=True):
+            query.setdefault(key.lower(), value)
+        self.route(method, url.path, query, raw)
+
+    def send_injection(self, rule):
+        self.recorded["injected"] = True
+        self.injected(rule)
 
     def injected(self, rule):
         status = int(rule["status"])
@@ -332,41 +299,31 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError):
             return None, "The request body is not valid JSON"
 
-    # -- /_fake/ --------------------------------------------------------------------------------
+    # -- /_fake/ (fakebase.FakeHandler answers GET requests, GET state and POST reset) ---------
 
-    def control(self, method, path, body):
-        doc = {}
-        if body:
-            doc, error = self.json_body(body)
-            if error or not isinstance(doc, dict):
-                return self.send(400, {"error": "body must be a JSON object"})
+    def control_body(self, raw):
+        if not raw:
+            return {}, None
+        doc, error = self.json_body(raw)
+        if error or not isinstance(doc, dict):
+            return None, {"error": "body must be a JSON object"}
+        return doc, None
+
+    def control_inject(self, doc, url):
         with self.state.lock:
-            if method == "GET" and path == "/_fake/requests":
-                return self.send(200, {"requests": self.state.requests})
-            if method == "GET" and path == "/_fake/state":
-                return self.send(200, self.state.summary())
-            if method == "POST" and path == "/_fake/reset":
-                self.state.requests = []
-                self.state.rules = []
-                if doc.get("tokens"):
-                    self.state.tokens = {}
-                if doc.get("state"):
-                    self.state.seed = dict(self.state.initial_seed)
-                    self.state.reseed()
-                return self.send(200, {"ok": True})
-            if method == "POST" and path == "/_fake/inject":
-                if doc.get("clear"):
-                    self.state.rules = []
-                for rule in doc.get("rules", [doc] if "status" in doc or "latency_ms" in doc else []):
-                    self.state.add_rule(rule)
-                return self.send(200, {"rules": len(self.state.rules)})
-            if method == "POST" and path == "/_fake/state":
-                try:
-                    self.state.apply(doc)
-                except (KeyError, TypeError, ValueError) as e:
-                    return self.send(400, {"error": "bad state: %s" % e})
-                return self.send(200, self.state.summary())
-        return self.send(404, {"error": "no such control endpoint"})
+            if doc.get("clear"):
+                self.state.injections = []
+            for rule in doc.get("rules", [doc] if "status" in doc or "latency_ms" in doc else []):
+                self.state.injections.append(self.state.make_injection(rule))
+            return self.send(200, {"rules": len(self.state.injections)})
+
+    def control_set_state(self, doc, url):
+        with self.state.lock:
+            try:
+                self.state.update_state_locked(doc)
+            except (KeyError, TypeError, ValueError) as e:
+                return self.send(400, {"error": "bad state: %s" % e})
+            return self.send(200, self.state.state_view_locked())
 
     # -- HaloPSA --------------------------------------------------------------------------------
 
@@ -649,28 +606,8 @@ class Handler(BaseHTTPRequestHandler):
         return 201, dict(action)
 
 
-class Server(ThreadingHTTPServer):
-    """TLS per connection, with the handshake in the connection's own thread (a slow or broken
-    client never holds up accept())."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    tls = None
-
-    def get_request(self):
-        sock, addr = self.socket.accept()
-        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
-
-    def handle_error(self, request, client_address):
-        pass  # a client that went away or failed the TLS handshake
-
-
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--cert", required=True, help="PEM certificate (chain) to serve")
-    p.add_argument("--key", required=True, help="PEM private key")
+    p = fakebase.make_parser(__doc__.splitlines()[0], cert_required=True)
     p.add_argument("--client-id", default="helm-client", help="the API application's client id")
     p.add_argument("--client-secret", default="helm-secret", help="its client secret")
     p.add_argument("--credential", action="append",
@@ -696,23 +633,10 @@ def main(argv=None):
     args = parse_args(argv if argv is not None else sys.argv[1:])
     state = FakeState(args)
     if args.config:
-        with open(args.config, encoding="utf-8") as f:
-            state.apply(json.load(f))
+        state.update_state(fakebase.load_json_file(args.config))
         state.initial_seed = dict(state.seed)  # what POST /_fake/reset {"state": true} restores
-    server = Server((args.host, args.port), Handler)
-    server.state = state
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(args.cert, args.key)
-    server.tls = context
-    print("READY %d" % server.server_address[1], flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    return fakebase.serve(state, Handler, args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

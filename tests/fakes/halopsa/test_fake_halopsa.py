@@ -5,67 +5,18 @@ and its control endpoints (injections, recording, state)."""
 
 import json
 import os
-import shutil
-import ssl
-import subprocess
 import sys
-import tempfile
 import time
 import unittest
-import urllib.error
-import urllib.parse
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FAKE = os.path.join(HERE, "fake_halopsa.py")
+sys.dont_write_bytecode = True  # keep tests/fakes/common free of __pycache__
+sys.path.insert(0, os.path.join(HERE, "..", "common"))
+import fakebase_testing  # noqa: E402  (tests/fakes/common/fakebase_testing.py)
 
 
-def make_certificate(directory):
-    cert = os.path.join(directory, "cert.pem")
-    key = os.path.join(directory, "key.pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True)
-    return cert, key
-
-
-class Fake:
-    """One fake process with its own arguments."""
-
-    def __init__(self, cert, key, *args):
-        self.proc = subprocess.Popen([sys.executable, FAKE, "--cert", cert, "--key", key, *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            self.proc.kill()
-            raise RuntimeError("fake did not start: " + line + self.proc.stderr.read())
-        self.port = int(line.split()[1])
-        self.context = ssl.create_default_context(cafile=cert)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-
-    def request(self, method, path, body=None, headers=None, form=None):
-        data = None
-        headers = dict(headers or {})
-        if form is not None:
-            data = urllib.parse.urlencode(form).encode()
-            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
-        elif body is not None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            headers.setdefault("Content-Type", "application/json")
-        req = urllib.request.Request("https://localhost:%d%s" % (self.port, path), data=data,
-                                     headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, context=self.context, timeout=10) as r:
-                return r.status, dict(r.headers), r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read().decode()
+class Fake(fakebase_testing.FakeProcess):
+    """One fake process with its own arguments, and HaloPSA's client side."""
 
     def json(self, method, path, body=None, headers=None, form=None):
         status, hdrs, text = self.request(method, path, body, headers, form)
@@ -83,21 +34,11 @@ class Fake:
         return {"Authorization": "Bearer " + token}
 
 
-class FakeHaloTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        if shutil.which("openssl") is None:
-            raise unittest.SkipTest("openssl is needed to make a test certificate")
-        cls.dir = tempfile.mkdtemp(prefix="fake-halopsa-test")
-        cls.cert, cls.key = make_certificate(cls.dir)
-        cls.fake = Fake(cls.cert, cls.key, "--seed-tickets", "250", "--seed-clients", "5",
-                        "--credential", "reader:reader-secret:read:customers",
-                        "--default-limit", "40")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.fake.stop()
-        shutil.rmtree(cls.dir, ignore_errors=True)
+class FakeHaloTest(fakebase_testing.FakeTestCase):
+    script = os.path.join(HERE, "fake_halopsa.py")
+    args = ("--seed-tickets", "250", "--seed-clients", "5",
+            "--credential", "reader:reader-secret:read:customers", "--default-limit", "40")
+    process_class = Fake
 
     def setUp(self):
         self.fake.json("POST", "/_fake/reset", {"tokens": True, "state": True})
@@ -139,7 +80,7 @@ class FakeHaloTest(unittest.TestCase):
         self.assertEqual((status, body["error"]), (400, "invalid_scope"))
 
     def test_hosted_mode_needs_a_known_tenant(self):
-        hosted = Fake(self.cert, self.key, "--tenant", "contoso")
+        hosted = self.start_fake("--tenant", "contoso")
         try:
             form = {"grant_type": "client_credentials", "client_id": "helm-client",
                     "client_secret": "helm-secret", "scope": "all"}
@@ -154,7 +95,7 @@ class FakeHaloTest(unittest.TestCase):
         with open(config, "w", encoding="utf-8") as f:
             json.dump({"credentials": {"cfg": {"secret": "cfg-secret", "scopes": ["all"]}},
                        "seed": {"tickets": 3, "clients": 1}, "token_lifetime": 60}, f)
-        configured = Fake(self.cert, self.key, "--config", config)
+        configured = self.start_fake("--config", config)
         try:
             token = configured.token("cfg", "cfg-secret")
             _, _, body = configured.json("GET", "/api/Tickets", headers=configured.bearer(token))

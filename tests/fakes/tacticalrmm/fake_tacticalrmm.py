@@ -9,15 +9,16 @@ agents (cmd/ -> 400 "Unable to contact the agent"; runscript/ with output "wait"
 "timeout" by default). Test control lives under /_fake/ (no auth); see README.md.
 """
 
-import argparse
 import copy
 import json
-import ssl
+import os
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
+
+sys.dont_write_bytecode = True  # keep tests/fakes/common free of __pycache__
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+import fakebase  # noqa: E402  (tests/fakes/common/fakebase.py)
 
 DEFAULT_KEY = "trmm-test-key-0123456789"
 
@@ -94,60 +95,9 @@ def script(sid, name, shell, category, platforms, timeout, body, hidden=False):
     }
 
 
-class Fake:
-    """The fake's state, its recorded requests and its pending fault injections."""
-
-    def __init__(self, state, latency_ms=0):
-        self.lock = threading.Lock()
-        self.initial = copy.deepcopy(state)
-        self.state = copy.deepcopy(state)
-        self.requests = []
-        self.injections = []
-        self.latency_ms = latency_ms
-
-    # ---- control -------------------------------------------------------------------------
-    def reset(self):
-        with self.lock:
-            self.state = copy.deepcopy(self.initial)
-            self.requests = []
-            self.injections = []
-
-    def update_state(self, update):
-        with self.lock:
-            for key, value in update.items():
-                self.state[key] = value
-
-    def inject(self, spec):
-        entry = {
-            "status": spec.get("status"), "body": spec.get("body"),
-            "headers": spec.get("headers") or {}, "latency_ms": int(spec.get("latency_ms", 0)),
-            "skip": int(spec.get("skip", 0)), "times": int(spec.get("times", 1)),
-            "method": spec.get("method"), "path_prefix": spec.get("path_prefix"),
-        }
-        with self.lock:
-            self.injections.append(entry)
-
-    def take_injection(self, method, path):
-        """The injection that applies to this request, consuming one use of it."""
-        with self.lock:
-            for entry in self.injections:
-                if entry["method"] and entry["method"] != method:
-                    continue
-                if entry["path_prefix"] and not path.startswith(entry["path_prefix"]):
-                    continue
-                if entry["skip"] > 0:
-                    entry["skip"] -= 1
-                    continue
-                if entry["times"] > 0:
-                    entry["times"] -= 1
-                    if entry["times"] == 0:
-                        self.injections.remove(entry)
-                return copy.deepcopy(entry)
-        return None
-
-    def record(self, entry):
-        with self.lock:
-            self.requests.append(entry)
+class Fake(fakebase.DictStateFake):
+    """The fake's state (one JSON object), its recorded requests and its pending fault injections
+    (fakebase.DictStateFake); below, lookups into the state."""
 
     # ---- lookups (call with the lock held) -----------------------------------------------
     def client(self, cid):
@@ -199,84 +149,35 @@ def script_row(s, with_body=False):
     return out
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(fakebase.FakeHandler):
     server_version = "nginx"
     sys_version = ""
-    fake = None  # set by serve()
+    control_routes = {**fakebase.FakeHandler.control_routes,
+                      ("POST", "/_fake/latency"): "control_latency"}
 
-    def log_message(self, fmt, *args):  # quiet: tests read /_fake/requests instead
-        pass
-
-    # ---- plumbing ------------------------------------------------------------------------
-    def send(self, status, body=None, headers=None, raw=None, content_type="application/json"):
-        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, str(v))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+    def do_PATCH(self):
+        self.handle_any("PATCH")
 
     def html_404(self):
         self.send(404, raw=b"<h1>Not Found</h1><p>The requested resource was not found on this "
                   b"server.</p>", content_type="text/html")
 
-    def read_body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+    def request_record(self, method, url, raw):
+        record = super().request_record(method, url, raw)
+        record["params"] = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        return record
 
-    def do_GET(self):
-        self.handle_any("GET")
-
-    def do_POST(self):
-        self.handle_any("POST")
-
-    def do_PUT(self):
-        self.handle_any("PUT")
-
-    def do_PATCH(self):
-        self.handle_any("PATCH")
-
-    def do_DELETE(self):
-        self.handle_any("DELETE")
-
-    def handle_any(self, method):
-        url = urlsplit(self.path)
-        raw = self.read_body()
-        if url.path.startswith("/_fake/"):
-            return self.control(method, url.path, raw)
-        fake = self.fake
-        text = raw.decode("utf-8", "replace")
-        try:
-            parsed = json.loads(text) if text else None
-        except ValueError:
-            parsed = None
-        fake.record({"method": method, "path": url.path, "query": url.query,
-                     "params": {k: v[-1] for k, v in parse_qs(url.query).items()},
-                     "headers": {k: v for k, v in self.headers.items()},
-                     "body": text, "json": parsed, "time": time.time()})
-        latency = fake.latency_ms
-        injection = fake.take_injection(method, url.path)
-        if injection:
-            latency += injection["latency_ms"]
-        if latency:
-            time.sleep(latency / 1000.0)
-        if injection and injection["status"]:
-            body = injection["body"]
-            if body is None:
-                body = {"detail": "injected %d" % injection["status"]}
-            if isinstance(body, str) and injection["status"] >= 500:
-                return self.send(injection["status"], raw=body.encode(), headers=injection["headers"],
-                                 content_type="text/html")
-            return self.send(injection["status"], body, headers=injection["headers"])
-        self.vendor(method, url, raw, parsed)
+    def send_injection(self, injection):
+        # A string body with a 5xx is an HTML error page (a proxy's), anything else JSON.
+        if isinstance(injection["body"], str) and injection["status"] >= 500:
+            return self.send(injection["status"], raw=injection["body"].encode(),
+                             headers=injection["headers"], content_type="text/html")
+        return super().send_injection(injection)
 
     # ---- the vendor ----------------------------------------------------------------------
-    def vendor(self, method, url, raw, body):
+    def vendor(self, method, url, raw):
         fake = self.fake
+        body = fakebase.parse_json(raw)[1]
         path = url.path
         # Django resolves the URL before any authentication: a path without its trailing slash is
         # not a route (the real server redirects or answers 404; the fake always answers 404).
@@ -498,86 +399,20 @@ class Handler(BaseHTTPRequestHandler):
                 out.append(client)
         return self.send(200, out)
 
-    # ---- test control --------------------------------------------------------------------
-    def control(self, method, path, raw):
-        fake = self.fake
-        try:
-            body = json.loads(raw.decode() or "{}")
-        except ValueError:
-            return self.send(400, {"error": "the body is not JSON"})
-        if path == "/_fake/requests" and method == "GET":
-            with fake.lock:
-                return self.send(200, {"requests": list(fake.requests)})
-        if path == "/_fake/reset" and method == "POST":
-            fake.reset()
-            return self.send(200, {"ok": True})
-        if path == "/_fake/inject" and method == "POST":
-            specs = body if isinstance(body, list) else [body]
-            for spec in specs:
-                fake.inject(spec)
-            return self.send(200, {"ok": True})
-        if path == "/_fake/state" and method == "POST":
-            if not isinstance(body, dict):
-                return self.send(400, {"error": "the state must be an object"})
-            fake.update_state(body)
-            return self.send(200, {"ok": True})
-        if path == "/_fake/state" and method == "GET":
-            with fake.lock:
-                return self.send(200, fake.state)
-        if path == "/_fake/latency" and method == "POST":
-            fake.latency_ms = int(body.get("latency_ms", 0))
-            return self.send(200, {"ok": True})
-        return self.send(404, {"error": "no such control endpoint"})
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        # A client that gave up (timed out, closed mid-answer) is ordinary in fault tests.
-        if isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
-
-
-def serve(args):
-    state = default_state(args.api_key or [DEFAULT_KEY])
-    if args.state:
-        with open(args.state, encoding="utf-8") as f:
-            state.update(json.load(f))
-    fake = Fake(state, latency_ms=args.latency_ms)
-    handler = type("BoundHandler", (Handler,), {"fake": fake})
-    server = Server((args.host, args.port), handler)
-    if args.cert:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(args.cert, args.key)
-        # The handshake happens in the handler's thread (first read), never in accept().
-        server.socket = context.wrap_socket(server.socket, server_side=True,
-                                            do_handshake_on_connect=False)
-    print("READY %d" % server.server_address[1], flush=True)
-    try:
-        server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
-    return 0
-
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback)")
-    parser.add_argument("--port", type=int, default=0, help="port (0: any free port)")
-    parser.add_argument("--cert", help="PEM certificate (omit for plain HTTP, debugging only)")
-    parser.add_argument("--key", help="PEM private key of --cert")
+    parser = fakebase.make_parser(__doc__.split("\n")[0])
     parser.add_argument("--api-key", action="append",
                         help="an accepted API key (repeatable; default %s)" % DEFAULT_KEY)
     parser.add_argument("--state", help="JSON file whose top-level members replace the default "
                         "state (keys, clients, agents, scripts, offline settings)")
     parser.add_argument("--latency-ms", type=int, default=0, help="delay every vendor answer")
     args = parser.parse_args(argv)
-    if args.cert and not args.key:
-        parser.error("--cert needs --key")
-    return serve(args)
+    fakebase.check_args(parser, args)
+    state = default_state(args.api_key or [DEFAULT_KEY])
+    if args.state:
+        state.update(fakebase.load_json_file(args.state))
+    return fakebase.serve(Fake(state, latency_ms=args.latency_ms), Handler, args)
 
 
 if __name__ == "__main__":

@@ -3,85 +3,50 @@
 Tactical RMM contract (auth shapes, trailing slashes, full arrays, DRF errors, offline agents)
 and that its test controls (/_fake/...) work."""
 
-import http.client
 import json
 import os
-import shutil
-import ssl
-import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FAKE = os.path.join(HERE, "fake_tacticalrmm.py")
+sys.dont_write_bytecode = True  # keep tests/fakes/common free of __pycache__
+sys.path.insert(0, os.path.join(HERE, "..", "common"))
+import fakebase_testing  # noqa: E402  (tests/fakes/common/fakebase_testing.py)
+
 KEY = "self-test-key-abcdef"
 OTHER_KEY = "self-test-other-key"
 
 
-class FakeTacticalRmmTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="fake-trmm-")
-        cls.cert = os.path.join(cls.dir, "cert.pem")
-        cls.key = os.path.join(cls.dir, "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                        cls.key, "-out", cls.cert, "-days", "1", "-subj", "/CN=localhost",
-                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                       check=True, capture_output=True)
-        cls.proc = subprocess.Popen([sys.executable, FAKE, "--cert", cls.cert, "--key", cls.key,
-                                     "--api-key", KEY, "--api-key", OTHER_KEY],
-                                    stdout=subprocess.PIPE, text=True)
-        line = cls.proc.stdout.readline()
-        if not line.startswith("READY "):
-            cls.proc.kill()
-            raise RuntimeError("the fake did not print READY: %r" % line)
-        cls.port = int(line.split()[1])
-        cls.context = ssl.create_default_context(cafile=cls.cert)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.proc.terminate()
-        cls.proc.wait(10)
-        cls.proc.stdout.close()
-        shutil.rmtree(cls.dir, ignore_errors=True)
+class FakeTacticalRmmTest(fakebase_testing.FakeTestCase):
+    script = os.path.join(HERE, "fake_tacticalrmm.py")
+    args = ("--api-key", KEY, "--api-key", OTHER_KEY)
 
     def setUp(self):
         self.call("POST", "/_fake/reset", key=None)
 
-    def call(self, method, path, body=None, key=KEY, raw=None):
-        conn = http.client.HTTPSConnection("localhost", self.port, context=self.context,
-                                           timeout=20)
-        headers = {}
-        if key:
-            headers["X-API-KEY"] = key
-        data = raw
-        if body is not None:
-            data = json.dumps(body)
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=data, headers=headers)
-        response = conn.getresponse()
-        text = response.read().decode()
-        conn.close()
+    def call(self, method, path, body=None, key=KEY):
+        """(status, the body parsed as JSON (else its text; None when empty), headers)."""
+        status, headers, text = self.fake.request(method, path, body,
+                                                  headers={"X-API-KEY": key} if key else None)
         try:
             parsed = json.loads(text) if text else None
         except ValueError:
             parsed = text
-        return response.status, parsed, response
+        return status, parsed, headers
 
     def vendor_requests(self):
         return self.call("GET", "/_fake/requests", key=None)[1]["requests"]
 
     # ---- authentication ------------------------------------------------------------------
     def test_missing_unknown_expired_and_inactive_keys_get_drf_401_shapes(self):
-        status, body, response = self.call("GET", "/agents/", key=None)
+        status, body, headers = self.call("GET", "/agents/", key=None)
         self.assertEqual((status, body), (401, {"detail": "Authentication credentials were not "
                                                           "provided."}))
-        self.assertEqual(response.getheader("WWW-Authenticate"), "Token")
-        status, body, response = self.call("GET", "/agents/", key="wrong")
+        self.assertEqual(headers.get("WWW-Authenticate"), "Token")
+        status, body, headers = self.call("GET", "/agents/", key="wrong")
         self.assertEqual((status, body), (401, {"detail": "Invalid token."}))
-        self.assertEqual(response.getheader("WWW-Authenticate"), "Token")
+        self.assertEqual(headers.get("WWW-Authenticate"), "Token")
         self.call("POST", "/_fake/state", {"keys": {
             KEY: {"expired": True}, OTHER_KEY: {"inactive": True}}}, key=None)
         self.assertEqual(self.call("GET", "/agents/")[:2],
@@ -214,8 +179,8 @@ class FakeTacticalRmmTest(unittest.TestCase):
         self.call("POST", "/_fake/inject", {"status": 429, "skip": 1,
                                             "headers": {"Retry-After": "7"}}, key=None)
         self.assertEqual(self.call("GET", "/agents/")[0], 200)
-        status, _, response = self.call("GET", "/agents/")
-        self.assertEqual((status, response.getheader("Retry-After")), (429, "7"))
+        status, _, headers = self.call("GET", "/agents/")
+        self.assertEqual((status, headers.get("Retry-After")), (429, "7"))
         self.assertEqual(self.call("GET", "/agents/")[0], 200)
         self.call("POST", "/_fake/inject", {"status": 401, "body": {"detail": "Invalid token."},
                                             "path_prefix": "/scripts/"}, key=None)
