@@ -123,4 +123,21 @@ int bootstrap_hub(const std::string& data_dir, const std::string& org, const std
 /// Runs a shell command and returns its exit status.
 int run_command(const std::string& command);
 
+/// What a command-line program run by run_cli() did.
+struct CliResult {
+  int code = -1;  ///< exit status; -1 when it did not exit normally
+  std::string out;
+  std::string err;
+};
+
+/// Runs `binary` with `args` and `input` on stdin, in this environment minus HELM_*, HOME and
+/// XDG_CONFIG_HOME, with HOME set to `home` (where files for stdin/stdout/stderr are kept) and
+/// `env` added; waits for it.
+CliResult run_cli(const std::string& binary, const std::vector<std::string>& args,
+                  const std::string& home, const std::string& input = "",
+                  const std::map<std::string, std::string>& env = {});
+
+/// "exit N", then stdout and stderr, for assertion messages.
+std::string describe(const CliResult& r);
+
 }  // namespace helm::test

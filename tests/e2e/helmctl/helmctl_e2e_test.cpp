@@ -32,61 +32,14 @@ namespace fs = std::filesystem;
 constexpr const char* kPassword = "owner password 123";
 constexpr const char* kEmail = "owner@a.test";
 
-struct CtlResult {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
+using CtlResult = CliResult;
 
 /// Runs helmctl with `args` and `input` on stdin, in an environment without HELM_* variables
 /// and with HOME in `home`; returns its exit code and what it printed.
 CtlResult helmctl(const std::vector<std::string>& args, const std::string& home,
                   const std::string& input = "",
                   const std::map<std::string, std::string>& env = {}) {
-  static int counter = 0;
-  const std::string base = home + "/run" + std::to_string(++counter);
-  write_file(base + ".in", input);
-  std::vector<std::string> envs;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string entry = *e;
-    if (entry.rfind("HELM_", 0) == 0 || entry.rfind("HOME=", 0) == 0 ||
-        entry.rfind("XDG_CONFIG_HOME=", 0) == 0)
-      continue;
-    envs.push_back(entry);
-  }
-  envs.push_back("HOME=" + home);
-  for (const auto& [k, v] : env)
-    envs.push_back(k + "=" + v);
-  std::vector<char*> argv{const_cast<char*>(HELMCTL_BINARY)};
-  for (const auto& a : args)
-    argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (auto& e : envs)
-    envp.push_back(e.data());
-  envp.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  const std::string in = base + ".in", out = base + ".out", err = base + ".err";
-  posix_spawn_file_actions_addopen(&actions, 0, in.c_str(), O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  pid_t pid = -1;
-  CtlResult r;
-  if (posix_spawn(&pid, HELMCTL_BINARY, &actions, nullptr, argv.data(), envp.data()) == 0) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  posix_spawn_file_actions_destroy(&actions);
-  r.out = read_file(out);
-  r.err = read_file(err);
-  return r;
-}
-
-std::string describe(const CtlResult& r) {
-  return "exit " + std::to_string(r.code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
+  return run_cli(HELMCTL_BINARY, args, home, input, env);
 }
 
 /// The line of a table whose first column is `first`, or "".

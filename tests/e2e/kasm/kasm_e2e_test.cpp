@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "fake_vendor.hpp"
 #include "helm/http/tls_files.hpp"
 #include "helm/storage/embedded_postgres.hpp"
 #include "test_support.hpp"
@@ -48,113 +49,13 @@ constexpr const char* kSharedUser = "5a0c3f1e7b2d4e6f8a9b0c1d2e3f4a5b";
 constexpr const char* kChrome = "0b7a4e8f9c3d4f2a8e6b1d5c7a9f3e21";
 constexpr const char* kUbuntu = "4c1d2e3f4a5b4c6d8e7f9a0b1c2d3e4f";
 
-/// The fake as a child process: python3 fake_kasm.py, its READY line read from a pipe.
-class FakeProcess {
- public:
-  FakeProcess(const std::string& cert, const std::string& key) {
-    std::vector<std::string> args = {"python3",   KASM_FAKE_SCRIPT,
-                                     "--cert",    cert,
-                                     "--key",     key,
-                                     "--api-key", std::string(kKeyId) + ":" + kKeySecret};
-    int fds[2];
-    if (::pipe(fds) != 0) return;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&actions, fds[0]);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const int spawned = ::posix_spawnp(&pid_, "python3", &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(fds[1]);
-    if (spawned != 0) {
-      pid_ = -1;
-      ::close(fds[0]);
-      return;
-    }
-    out_ = fds[0];
-    std::string line;
-    const auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (std::chrono::steady_clock::now() < deadline && line.find('\n') == std::string::npos) {
-      pollfd p{out_, POLLIN, 0};
-      if (::poll(&p, 1, 200) <= 0) continue;
-      char c[256];
-      const ssize_t n = ::read(out_, c, sizeof c);
-      if (n <= 0) break;
-      line.append(c, static_cast<std::size_t>(n));
-    }
-    if (line.rfind("READY ", 0) == 0) port_ = static_cast<uint16_t>(std::stoi(line.substr(6)));
-  }
-  ~FakeProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-    }
-    if (out_ >= 0) ::close(out_);
-  }
-  FakeProcess(const FakeProcess&) = delete;
-  FakeProcess& operator=(const FakeProcess&) = delete;
-  uint16_t port() const { return port_; }
-
- private:
-  pid_t pid_ = -1;
-  int out_ = -1;
-  uint16_t port_ = 0;
-};
-
-struct CtlResult {
-  int code = -1;
-  std::string out, err;
-};
+using CtlResult = CliResult;
 
 /// Runs the real helmctl with `args` and `input` on stdin, in an environment without HELM_*
 /// variables and with HOME in `home` (so `login` saves its token there).
 CtlResult helmctl(const std::vector<std::string>& args, const std::string& home,
                   const std::string& input = "") {
-  static int counter = 0;
-  const std::string base = home + "/run" + std::to_string(++counter);
-  write_file(base + ".in", input);
-  std::vector<std::string> envs;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string entry = *e;
-    if (entry.rfind("HELM_", 0) == 0 || entry.rfind("HOME=", 0) == 0 ||
-        entry.rfind("XDG_CONFIG_HOME=", 0) == 0)
-      continue;
-    envs.push_back(entry);
-  }
-  envs.push_back("HOME=" + home);
-  std::vector<char*> argv{const_cast<char*>(HELMCTL_BINARY)};
-  for (const auto& a : args)
-    argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (auto& e : envs)
-    envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  const std::string in = base + ".in", out = base + ".out", err = base + ".err";
-  posix_spawn_file_actions_addopen(&actions, 0, in.c_str(), O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  pid_t pid = -1;
-  CtlResult r;
-  if (posix_spawn(&pid, HELMCTL_BINARY, &actions, nullptr, argv.data(), envp.data()) == 0) {
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  posix_spawn_file_actions_destroy(&actions);
-  r.out = read_file(out);
-  r.err = read_file(err);
-  return r;
-}
-
-std::string describe(const CtlResult& r) {
-  return "exit " + std::to_string(r.code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
+  return run_cli(HELMCTL_BINARY, args, home, input);
 }
 
 /// The lines of a table (header first), split into whitespace-separated cells.
@@ -180,7 +81,7 @@ double now_s() {
 struct World {
   TempDir dir{"helm-kasm-e2e"};
   TempDir work{"helm-kasm-e2e-work"};
-  std::unique_ptr<FakeProcess> fake;
+  std::unique_ptr<FakeVendor> fake;
   std::unique_ptr<HubProcess> hub;
   HubOptions options;
   std::string base_url, vendor_ca, vendor_ca_file;
@@ -199,7 +100,9 @@ struct World {
     }
     vendor_ca_file = files->cert_file;
     vendor_ca = read_file(files->cert_file);
-    fake = std::make_unique<FakeProcess>(files->cert_file, files->key_file);
+    fake = std::make_unique<FakeVendor>(
+        KASM_FAKE_SCRIPT, files->cert_file, files->key_file,
+        std::vector<std::string>{"--api-key", std::string(kKeyId) + ":" + kKeySecret});
     if (fake->port() == 0) {
       error = "the fake did not start";
       return;
