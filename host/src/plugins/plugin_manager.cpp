@@ -1149,6 +1149,7 @@ void PluginManager::load_one(const fs::path& directory) {
   record.version = string_member(record.manifest, "version");
   record.kind = string_member(record.manifest, "kind");
   record.abi = string_member(record.manifest, "abi");
+  record.description = string_member(record.manifest, "description");
 
   json config = json::object();
   if (auto stored = stored_settings_.find(record.name); stored != stored_settings_.end()) {
@@ -1306,6 +1307,7 @@ ManagerOutcome PluginManager::start_instance(Entry& entry, const json& config) {
     entry.record.abi = to_string(plugin->abi());
     entry.record.version = plugin->version();
     entry.record.manifest = manifest;
+    entry.record.description = string_member(manifest, "description");
     entry.record.kind = string_member(manifest, "kind");
     entry.record.signer = signer_text(plugin->signer(), dev_key_id);
     entry.record.config = config;
@@ -1371,7 +1373,23 @@ std::vector<PluginRecord> PluginManager::list() const {
     std::lock_guard lock(mutex_);
     for (const auto& entry : entries_) {
       if (entry->removed) continue;
-      out.push_back(entry->record);
+      // Everything but the manifest, which would be copied only to be thrown away.
+      const PluginRecord& r = entry->record;
+      PluginRecord copy;
+      copy.name = r.name;
+      copy.version = r.version;
+      copy.kind = r.kind;
+      copy.abi = r.abi;
+      copy.state = r.state;
+      copy.signer = r.signer;
+      copy.last_error = r.last_error;
+      copy.directory = r.directory;
+      copy.description = r.description;
+      copy.config = r.config;
+      copy.config_version = r.config_version;
+      copy.enabled = r.enabled;
+      copy.loaded_at = r.loaded_at;
+      out.push_back(std::move(copy));
       out.back().calls = entry->calls.load();
       out.back().calls_failed = entry->calls_failed.load();
       out.back().violations = entry->instance ? entry->instance->violations() : 0;

@@ -46,7 +46,7 @@ json summary(const PluginRecord& r) {
           {"abi", r.abi},
           {"state", r.state},
           {"enabled", r.enabled},
-          {"description", r.manifest.is_object() ? r.manifest.value("description", "") : ""}};
+          {"description", r.description}};
 }
 
 json health(const PluginRecord& r) {

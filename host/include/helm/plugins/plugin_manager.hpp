@@ -97,6 +97,7 @@ struct PluginRecord {
   std::string last_error;
   std::filesystem::path directory;
   nlohmann::json manifest;                           ///< null when it could not be read
+  std::string description;                           ///< the manifest's description
   nlohmann::json config = nlohmann::json::object();  ///< hub-wide configuration
   std::int64_t config_version = 1;                   ///< the ETag of the hub-wide config
   bool enabled = true;                               ///< the operator's switch
@@ -155,7 +156,8 @@ class PluginManager final : public TransportLink {
   /// unload once nothing refers to them. Idempotent.
   void shutdown();
 
-  /// A snapshot of every record, sorted by name. Thread-safe.
+  /// A snapshot of every record, sorted by name, without the manifests (find() has them: a
+  /// vendor plugin's manifest is tens of kilobytes of schemas, and lists are hot). Thread-safe.
   std::vector<PluginRecord> list() const;
   /// One record by name. Thread-safe.
   std::optional<PluginRecord> find(const std::string& name) const;
