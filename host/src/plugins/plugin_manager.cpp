@@ -1812,6 +1812,24 @@ ManagerOutcome PluginManager::set_config(const std::string& name, const json& co
   }
   persist_settings(name, enabled, config, version + 1);
   log::info("plugin configuration changed", {{"plugin", name}, {"version", version + 1}});
+  if (!instance && enabled) {
+    // An enabled plugin that failed to start (say, its port was taken) is tried again with the
+    // new configuration: fixing the configuration is how an operator fixes that.
+    bool failed = false;
+    {
+      std::lock_guard lock(mutex_);
+      failed = entry->record.state == "failed";
+    }
+    if (failed) {
+      auto started = start_instance(*entry, config);
+      if (!started.ok()) {
+        return {
+            started.status,
+            "the configuration is saved, but the plugin still does not start: " + started.message,
+            {}};
+      }
+    }
+  }
   return {};
 }
 

@@ -28,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -74,16 +75,23 @@ std::string pin_of_pem(const std::string& file) {
   return pin;
 }
 
+// A port that is free now and lies below the kernel's ephemeral range (32768-60999 here), so
+// that the many outgoing connections of tests running alongside (loadgen, PostgreSQL clients)
+// cannot take it as their source port before the hub binds it.
 uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  static std::mt19937 random(std::random_device{}());
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const auto port = static_cast<uint16_t>(20000 + random() % 12000);
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    if (bound) return port;
+  }
+  return 0;
 }
 
 int listen_loopback(uint16_t* port) {
@@ -391,11 +399,21 @@ class AgentEndToEnd : public ::testing::Test {
     ASSERT_TRUE(hub_->ready()) << hub_->log();
     login();
     // A fixed free loopback port (not 7443, not 0): it must survive a hub restart, because the
-    // agents keep the transport URL they were enrolled with.
-    auto patched = call("PATCH", "/api/v1/plugins/transport-wss",
-                        {{"config", {{"listen", transport_address()}}}});
-    ASSERT_EQ(patched.status, 200) << patched.body;
-    ASSERT_TRUE(hub_->wait_for_log(transport_address() + "/agent/v1", 60s)) << hub_->log();
+    // agents keep the transport URL they were enrolled with. Another process may still take it
+    // between the check and the bind: then the next one.
+    // (The transport may also have failed at start: its default port 7443 is taken whenever
+    // another hub of a test running alongside has it; the PATCH starts it then.)
+    bool listening = false;
+    std::string answers;
+    for (int attempt = 0; attempt < 3 && !listening; ++attempt) {
+      if (attempt > 0) transport_port_ = free_port();
+      auto patched = call("PATCH", "/api/v1/plugins/transport-wss",
+                          {{"config", {{"listen", transport_address()}}}});
+      answers += std::to_string(patched.status) + " " + patched.body + "\n";
+      listening =
+          patched.status == 200 && hub_->wait_for_log(transport_address() + "/agent/v1", 30s);
+    }
+    ASSERT_TRUE(listening) << answers << hub_->log();
     auto client = call("POST", org() + "/clients", {{"name", "Acme"}});
     ASSERT_EQ(client.status, 201) << client.body;
     client_id_ = json::parse(client.body)["id"];

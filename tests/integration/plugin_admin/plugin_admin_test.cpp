@@ -199,6 +199,37 @@ TEST_F(PluginAdmin, ConfigWritesUseETagsAndInvalidConfigKeepsTheOldOneRunning) {
   EXPECT_EQ(restore.status, 200) << restore.body;
 }
 
+// A plugin that failed to start (here: its start() refuses) is started again when an operator
+// fixes its configuration; a configuration that still fails is saved and the answer says so.
+TEST_F(PluginAdmin, FixingTheConfigurationOfAFailedPluginStartsIt) {
+  const std::string path = "/api/v1/plugins/test-misbehaving";
+  ASSERT_EQ(call("PATCH", path, owner_a_, {{"enabled", false}}).status, 200);
+  ASSERT_EQ(call("PATCH", path, owner_a_, {{"config", {{"fail_start", true}}}}).status, 200);
+  auto on = call("PATCH", path, owner_a_, {{"enabled", true}});
+  EXPECT_NE(on.status, 200) << on.body;
+  auto failed = call("GET", path, owner_a_);
+  ASSERT_EQ(body_of(failed)["state"], "failed") << failed.body;
+  EXPECT_NE(body_of(failed)["last_error"].get<std::string>().find("widget service is down"),
+            std::string::npos)
+      << failed.body;
+
+  auto still =
+      call("PATCH", path, owner_a_, {{"config", {{"fail_start", true}, {"threshold", 3}}}});
+  EXPECT_NE(still.status, 200) << still.body;
+  EXPECT_NE(still.body.find("the configuration is saved"), std::string::npos) << still.body;
+  auto saved = call("GET", path, owner_a_);
+  EXPECT_EQ(body_of(saved)["config"]["threshold"], 3) << saved.body;
+  EXPECT_EQ(body_of(saved)["state"], "failed");
+
+  auto fixed = call("PATCH", path, owner_a_, {{"config", json::object()}});
+  ASSERT_EQ(fixed.status, 200) << fixed.body;
+  EXPECT_EQ(body_of(fixed)["state"], "running") << fixed.body;
+  enable_for(org_a_, owner_a_, "test-misbehaving");
+  EXPECT_EQ(
+      call("POST", ops(org_a_, "test-misbehaving", "slow"), tech_a_, {{"delay_ms", 1}}).status,
+      200);
+}
+
 TEST_F(PluginAdmin, OperationRunsEndToEndOnlyWhereEnabledAndWithValidInput) {
   // Beta has not turned example-echo on.
   auto off = call("POST", ops(org_b_, "example-echo", "echo"), owner_b_, {{"x", 1}});
