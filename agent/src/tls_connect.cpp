@@ -87,6 +87,10 @@ asio::awaitable<Status> connect_tls(TlsStream& stream, const Url& target,
                     (proxy ? " (proxy)" : "") + ": " + connect_ec.message()};
   }
   (void)endpoint;
+  // The agent writes small frames back to back (`ack`, then `result`): with Nagle's algorithm
+  // the second waits for the hub's delayed ACK, 40 ms on Linux.
+  boost::system::error_code nodelay_ec;
+  tcp.socket().set_option(asio::ip::tcp::no_delay(true), nodelay_ec);
   if (proxy) {
     std::string request =
         "CONNECT " + target.authority() + " HTTP/1.1\r\nHost: " + target.authority() + "\r\n";
