@@ -8,6 +8,7 @@
 #include <pqxx/pqxx>
 #include <set>
 #include <stdexcept>
+#include <utility>
 
 #include "helm/api/api.hpp"
 #include "helm/log/logger.hpp"
@@ -46,6 +47,57 @@ std::string string_or(const json& object, const char* key, size_t max_len) {
   auto value = it->get<std::string>();
   if (value.size() > max_len) value.resize(max_len);
   return value;
+}
+
+// A PostgreSQL array literal of arbitrary text (each element quoted, `"` and `\` escaped).
+std::string text_array(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (const auto& item : items) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (const char c : item) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+// A string the database takes whatever the agent sent: no NUL (PostgreSQL text cannot hold
+// one) and at most `max_len` bytes, cut at a character boundary (the JSON parser already
+// refused invalid UTF-8). One agent's odd hello must not fail the batch it shares with others.
+std::string clean_text(const json& object, const char* key, size_t max_len) {
+  std::string value = string_or(object, key, std::string::npos);
+  value.erase(std::remove(value.begin(), value.end(), '\0'), value.end());
+  if (value.size() > max_len) {
+    size_t length = max_len;
+    while (length > 0 && (static_cast<unsigned char>(value[length]) & 0xC0U) == 0x80U)
+      --length;
+    value.resize(length);
+  }
+  return value;
+}
+
+std::string to_hex(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (const unsigned char c : bytes) {
+    out += kHex[c >> 4];
+    out += kHex[c & 0x0f];
+  }
+  return out;
+}
+
+// Runs `sql` as a statement prepared on the database connection the first time it is used
+// there (and again after a reconnect; pqxx keeps the definitions): the server parses and plans
+// the agents' statements once per pool connection instead of once per agent.
+template <typename... Args>
+pqxx::result exec_prepared(pqxx::transaction_base& tx, const std::string& name,
+                           const std::string& sql, Args&&... args) {
+  tx.conn().prepare(name, sql);
+  return tx.exec_prepared(name, std::forward<Args>(args)...);
 }
 
 void log_db_error(const char* what, const std::optional<storage::DbError>& err) {
@@ -175,50 +227,99 @@ void AgentService::authenticate_device(std::string token, AuthDone done) {
   const bool well_formed = !stopping && well_formed_token(token);
   const std::string hash = well_formed ? secret_hash(token) : std::string();
   sodium_memzero(token.data(), token.size());
-  auto found = std::make_shared<json>(nullptr);
-  // The contract says `done` runs later on another thread; the pool calls it on the caller's
-  // thread when it refuses work (stopping, queue full), so that case hops to a thread of its own.
+  if (well_formed) {
+    bool start = false;
+    {
+      std::lock_guard lock(batch_mutex_);
+      auth_queue_.push_back({hash, std::move(done)});
+      start = !std::exchange(auth_running_, true);
+    }
+    if (start) run_auth_batch();
+    return;
+  }
+  // Nothing to look up, but the contract still says `done` runs later on another thread: a
+  // pool thread answers (or a thread of its own when the pool refuses work).
   auto returned = std::make_shared<std::atomic<bool>>(false);
   const auto caller = std::this_thread::get_id();
-  const int heartbeat = options_.heartbeat_s;
+  submit([](pqxx::connection_base&) {},
+         [stopping, done = std::move(done), returned, caller](std::optional<storage::DbError>) {
+           const helm_status status = stopping ? HELM_STATUS_UNAVAILABLE : HELM_STATUS_UNAUTHORIZED;
+           std::string body = stopping ? "the hub is stopping; retry later"
+                                       : "unknown or revoked device token; enroll the agent again";
+           if (std::this_thread::get_id() == caller && !returned->load()) {
+             std::thread([done, status, body] { done(status, body); }).detach();
+             return;
+           }
+           done(status, body);
+         });
+  returned->store(true);
+}
+
+void AgentService::run_auth_batch() {
+  auto batch = std::make_shared<std::vector<PendingAuth>>();
+  {
+    std::lock_guard lock(batch_mutex_);
+    batch->swap(auth_queue_);
+  }
+  // device id and organization per token hash (hex), filled by the query.
+  auto found = std::make_shared<std::map<std::string, std::pair<std::string, std::string>>>();
+  auto returned = std::make_shared<std::atomic<bool>>(false);
+  const auto caller = std::this_thread::get_id();
   submit(
-      [well_formed, hash, found](pqxx::connection_base& c) {
-        if (!well_formed) return;
-        pqxx::read_transaction tx(c);
+      [batch, found](pqxx::connection_base& c) {
+        // '{"\\x…","\\x…"}': a bytea[] literal (a backslash inside a quoted element is
+        // escaped), so that `= ANY` is an index lookup per hash.
+        std::string hashes = "{";
+        for (const auto& item : *batch) {
+          if (hashes.size() > 1) hashes += ',';
+          hashes += "\"\\\\x" + to_hex(item.hash) + "\"";
+        }
+        hashes += '}';
+        // One statement, no BEGIN/COMMIT around it: one round trip for the whole batch.
+        pqxx::nontransaction tx(c);
         const auto rows =
-            tx.exec_params("SELECT id::text, org_id::text FROM devices WHERE token_hash = $1",
-                           pqxx::binarystring(hash));
-        if (!rows.empty()) {
-          *found = {{"device_id", rows[0][0].c_str()}, {"organization_id", rows[0][1].c_str()}};
-        }
+            exec_prepared(tx, "agents_auth",
+                          "SELECT encode(token_hash, 'hex'), id::text, org_id::text FROM devices"
+                          " WHERE token_hash = ANY($1::bytea[])",
+                          hashes);
+        for (const auto& r : rows)
+          (*found)[r[0].c_str()] = {r[1].c_str(), r[2].c_str()};
       },
-      [stopping, well_formed, found, heartbeat, done = std::move(done), returned,
-       caller](std::optional<storage::DbError> err) mutable {
-        helm_status status = HELM_STATUS_OK;
-        std::string body;
-        if (stopping) {
-          status = HELM_STATUS_UNAVAILABLE;
-          body = "the hub is stopping; retry later";
-        } else if (!well_formed) {
-          status = HELM_STATUS_UNAUTHORIZED;
-          body = "unknown or revoked device token; enroll the agent again";
-        } else if (err) {
-          status = HELM_STATUS_UNAVAILABLE;
-          body = "the hub cannot check device tokens right now; retry later";
-        } else if (found->is_null()) {
-          status = HELM_STATUS_UNAUTHORIZED;
-          body = "unknown or revoked device token; enroll the agent again";
-        } else {
-          (*found)["heartbeat_s"] = heartbeat;
-          body = found->dump();
-        }
+      [this, batch, found, returned, caller](std::optional<storage::DbError> err) {
+        const int heartbeat = options_.heartbeat_s;
+        auto answer = [batch, found, heartbeat, failed = err.has_value()] {
+          for (auto& item : *batch) {
+            helm_status status = HELM_STATUS_OK;
+            std::string body;
+            const auto hit = failed ? found->end() : found->find(to_hex(item.hash));
+            if (failed) {
+              status = HELM_STATUS_UNAVAILABLE;
+              body = "the hub cannot check device tokens right now; retry later";
+            } else if (hit == found->end()) {
+              status = HELM_STATUS_UNAUTHORIZED;
+              body = "unknown or revoked device token; enroll the agent again";
+            } else {
+              body = json{{"device_id", hit->second.first},
+                          {"organization_id", hit->second.second},
+                          {"heartbeat_s", heartbeat}}
+                         .dump();
+            }
+            item.done(status, body);
+          }
+        };
         if (std::this_thread::get_id() == caller && !returned->load()) {
-          std::thread([done = std::move(done), status, body = std::move(body)] {
-            done(status, body);
-          }).detach();
-          return;
+          // The pool refused the work (stopping, queue full) and called back at once.
+          std::thread(answer).detach();
+        } else {
+          answer();
         }
-        done(status, body);
+        bool again = false;
+        {
+          std::lock_guard lock(batch_mutex_);
+          again = !auth_queue_.empty();
+          if (!again) auth_running_ = false;
+        }
+        if (again) run_auth_batch();
       });
   returned->store(true);
 }
@@ -231,81 +332,129 @@ void AgentService::device_connected(std::uint64_t connection_id, const std::stri
     connections_[device_id] = connection_id;
   }
   const auto hello = json::parse(hello_json, nullptr, false);
-  json facts = json::object();
+  PendingHello pending{connection_id, device_id, {}, {}, {}};
   if (hello.is_object()) {
-    facts = {{"hostname", string_or(hello, "hostname", 255)},
-             {"os", string_or(hello, "os", 100)},
-             {"agent_version", string_or(hello, "agent_version", 64)}};
+    pending.hostname = clean_text(hello, "hostname", 255);
+    pending.os = clean_text(hello, "os", 100);
+    pending.agent_version = clean_text(hello, "agent_version", 64);
   }
-  submit(
-      [device_id, facts](pqxx::connection_base& c) {
-        pqxx::work tx(c);
-        tx.exec_params(
-            "UPDATE devices SET last_seen = now(),"
-            " hostname = coalesce(nullif($2, ''), hostname),"
-            " os = coalesce(nullif($3, ''), os),"
-            " agent_version = coalesce(nullif($4, ''), agent_version) WHERE id = $1",
-            device_id, facts.value("hostname", ""), facts.value("os", ""),
-            facts.value("agent_version", ""));
-        tx.commit();
-      },
-      [](std::optional<storage::DbError> err) {
-        log_db_error("device connect not recorded", err);
-      });
-  push_pending(device_id, connection_id);
+  bool start = false;
+  {
+    std::lock_guard lock(batch_mutex_);
+    hello_queue_.push_back(std::move(pending));
+    start = !std::exchange(hello_running_, true);
+  }
+  if (start) run_hello_batch();
 }
 
-void AgentService::push_pending(const std::string& device_id, std::uint64_t connection_id) {
-  submit(
-      [this, device_id, connection_id](pqxx::connection_base& c) {
-        {
-          std::lock_guard lock(state_mutex_);
-          auto it = connections_.find(device_id);
-          if (it == connections_.end() || it->second != connection_id) return;
-        }
-        std::vector<OutboxCommand> pending;
-        {
-          pqxx::work tx(c);
-          tx.exec_params(
-              "UPDATE device_commands SET state = 'expired', finished_at = now()"
-              " WHERE device_id = $1 AND state IN ('queued', 'sent') AND deadline <= now()",
-              device_id);
-          const auto rows = tx.exec_params(
-              "SELECT id::text, kind, args::text, to_char(deadline AT TIME ZONE 'UTC',"
-              " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM device_commands"
-              " WHERE device_id = $1 AND state IN ('queued', 'sent') ORDER BY seq",
-              device_id);
-          tx.commit();
-          for (const auto& r : rows) {
-            pending.push_back({r[0].c_str(), r[1].c_str(), r[2].c_str(), r[3].c_str()});
-          }
-        }
-        deliver(c, device_id, pending);
-      },
-      [](std::optional<storage::DbError> err) {
-        log_db_error("pending commands not pushed", err);
-      });
+void AgentService::run_hello_batch() {
+  auto batch = std::make_shared<std::vector<PendingHello>>();
+  {
+    std::lock_guard lock(batch_mutex_);
+    batch->swap(hello_queue_);
+  }
+  submit([this, batch](pqxx::connection_base& c) { connect_batch(c, *batch); },
+         [this](std::optional<storage::DbError> err) {
+           log_db_error("device connect not recorded", err);
+           bool again = false;
+           {
+             std::lock_guard lock(batch_mutex_);
+             again = !hello_queue_.empty();
+             if (!again) hello_running_ = false;
+           }
+           if (again) run_hello_batch();
+         });
+}
+
+void AgentService::connect_batch(pqxx::connection_base& conn,
+                                 const std::vector<PendingHello>& batch) {
+  std::vector<std::string> ids, hostnames, oses, versions;
+  for (const auto& hello : batch) {
+    ids.push_back(hello.device_id);
+    hostnames.push_back(hello.hostname);
+    oses.push_back(hello.os);
+    versions.push_back(hello.agent_version);
+  }
+  // The hellos' facts, the expiry of these devices' overdue commands and the fetch of the rest
+  // are one statement (atomic on its own, one round trip per batch; `= ANY($1)` keeps every
+  // part an index lookup). The SELECT sees the rows
+  // as they were before the CTEs ran, hence its own deadline test. A device twice in the batch
+  // (a quick reconnect) is updated once, with one of its hellos.
+  pqxx::result rows;
+  {
+    pqxx::nontransaction tx(conn);
+    rows = exec_prepared(
+        tx, "agents_hello",
+        "WITH hello AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])"
+        "   AS h(id, hostname, os, agent_version)),"
+        " seen AS (UPDATE devices d SET last_seen = now(),"
+        "   hostname = coalesce(nullif(h.hostname, ''), d.hostname),"
+        "   os = coalesce(nullif(h.os, ''), d.os),"
+        "   agent_version = coalesce(nullif(h.agent_version, ''), d.agent_version)"
+        "   FROM hello h WHERE d.id = ANY($1::uuid[]) AND d.id = h.id),"
+        " expired AS (UPDATE device_commands SET state = 'expired', finished_at = now()"
+        "   WHERE device_id = ANY($1::uuid[]) AND state IN ('queued', 'sent')"
+        "   AND deadline <= now())"
+        " SELECT device_id::text, id::text, kind, args::text, to_char(deadline AT TIME ZONE"
+        " 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM device_commands"
+        " WHERE device_id = ANY($1::uuid[]) AND state IN ('queued', 'sent')"
+        " AND deadline > now() ORDER BY device_id, seq",
+        uuid_array(ids), text_array(hostnames), text_array(oses), text_array(versions));
+  }
+  if (rows.empty()) return;
+  std::map<std::string, std::vector<OutboxCommand>, std::less<>> pending;
+  for (const auto& r : rows) {
+    pending[r[0].c_str()].push_back({r[1].c_str(), r[2].c_str(), r[3].c_str(), r[4].c_str()});
+  }
+  std::vector<std::string> sent;
+  for (const auto& [device_id, commands] : pending) {
+    // Only to the connection that said one of these hellos and is still the device's live one.
+    bool current = false;
+    {
+      std::lock_guard lock(state_mutex_);
+      const auto it = connections_.find(device_id);
+      if (it != connections_.end()) {
+        current = std::any_of(batch.begin(), batch.end(), [&](const PendingHello& hello) {
+          return hello.device_id == device_id && hello.connection_id == it->second;
+        });
+      }
+    }
+    if (!current) continue;
+    send_commands(device_id, commands, sent);
+  }
+  mark_sent(conn, sent);
 }
 
 size_t AgentService::deliver(pqxx::connection_base& conn, const std::string& device_id,
                              const std::vector<OutboxCommand>& commands) {
-  auto* transport = link();
-  if (transport == nullptr || commands.empty() || !is_online(device_id)) return 0;
+  if (commands.empty() || !is_online(device_id)) return 0;
   std::vector<std::string> sent;
+  send_commands(device_id, commands, sent);
+  mark_sent(conn, sent);
+  return sent.size();
+}
+
+void AgentService::send_commands(const std::string& device_id,
+                                 const std::vector<OutboxCommand>& commands,
+                                 std::vector<std::string>& sent) {
+  auto* transport = link();
+  if (transport == nullptr) return;
   for (const auto& command : commands) {
     const auto status = transport->send_to_device(device_id, command_frame(command));
     if (status != HELM_STATUS_OK) break;  // no connection or a full queue: the rest waits too
     sent.push_back(command.id);
   }
-  if (sent.empty()) return 0;
+}
+
+void AgentService::mark_sent(pqxx::connection_base& conn, const std::vector<std::string>& sent) {
+  if (sent.empty()) return;
   // Only forward: an ack that overtook this update has already moved the state past 'sent'.
-  pqxx::work tx(conn);
-  tx.exec_params(
+  pqxx::nontransaction tx(conn);
+  exec_prepared(
+      tx, "agents_mark_sent",
       "UPDATE device_commands SET state = 'sent', sent_at = now(), send_count = send_count + 1"
       " WHERE id = ANY($1::uuid[]) AND state IN ('queued', 'sent')",
       uuid_array(sent));
-  tx.commit();
-  return sent.size();
 }
 
 std::string AgentService::command_frame(const OutboxCommand& command) {
@@ -335,15 +484,18 @@ void AgentService::device_frame(std::uint64_t /*connection_id*/, const std::stri
 void AgentService::handle_frame(pqxx::connection_base& conn, const std::string& device_id,
                                 const json& frame) {
   const std::string type = string_or(frame, "t", 32);
-  pqxx::work tx(conn);
+  // Each frame is one statement (the command or the facts, with last_seen in a CTE): atomic on
+  // its own and one round trip, which is most of a command's way back to the REST API.
+  pqxx::nontransaction tx(conn);
   if (type == "ack" || type == "result") {
     const std::string id = string_or(frame, "id", 64);
     if (!api::is_uuid(id)) return;  // an ack for an unknown id is ignored (agent protocol §4)
     if (type == "ack") {
-      tx.exec_params(
-          "UPDATE device_commands SET state = 'acked', acked_at = now()"
-          " WHERE id = $1 AND device_id = $2 AND state IN ('queued', 'sent')",
-          id, device_id);
+      exec_prepared(tx, "agents_ack",
+                    "WITH cmd AS (UPDATE device_commands SET state = 'acked', acked_at = now()"
+                    "   WHERE id = $1 AND device_id = $2 AND state IN ('queued', 'sent'))"
+                    " UPDATE devices SET last_seen = now() WHERE id = $2",
+                    id, device_id);
     } else {
       json result = {{"status", string_or(frame, "status", 16)},
                      {"exit_code", nullptr},
@@ -354,27 +506,27 @@ void AgentService::handle_frame(pqxx::connection_base& conn, const std::string& 
         result["exit_code"] = *it;
       }
       // A result for an expired command is kept too: the agent did run it.
-      tx.exec_params(
-          "UPDATE device_commands SET state = 'done', finished_at = now(), result = $3::jsonb,"
-          " acked_at = coalesce(acked_at, now())"
-          " WHERE id = $1 AND device_id = $2 AND state <> 'done'",
-          id, device_id, result.dump(-1, ' ', false, json::error_handler_t::replace));
+      exec_prepared(tx, "agents_result",
+                    "WITH cmd AS (UPDATE device_commands SET state = 'done', finished_at = now(),"
+                    "   result = $3::jsonb, acked_at = coalesce(acked_at, now())"
+                    "   WHERE id = $1 AND device_id = $2 AND state <> 'done')"
+                    " UPDATE devices SET last_seen = now() WHERE id = $2",
+                    id, device_id, result.dump(-1, ' ', false, json::error_handler_t::replace));
     }
   } else if (type == "event") {
     const auto data = frame.value("data", json(nullptr));
     if (string_or(frame, "kind", 64) == "inventory" && data.is_object()) {
-      tx.exec_params(
-          "UPDATE devices SET facts = $2::jsonb,"
-          " hostname = coalesce(nullif($3, ''), hostname),"
-          " agent_version = coalesce(nullif($4, ''), agent_version) WHERE id = $1",
-          device_id, data.dump(-1, ' ', false, json::error_handler_t::replace),
-          string_or(data, "hostname", 255), string_or(data, "agent_version", 64));
+      exec_prepared(tx, "agents_inventory",
+                    "UPDATE devices SET facts = $2::jsonb, last_seen = now(),"
+                    " hostname = coalesce(nullif($3, ''), hostname),"
+                    " agent_version = coalesce(nullif($4, ''), agent_version) WHERE id = $1",
+                    device_id, data.dump(-1, ' ', false, json::error_handler_t::replace),
+                    string_or(data, "hostname", 255), string_or(data, "agent_version", 64));
+    } else {
+      exec_prepared(tx, "agents_seen", "UPDATE devices SET last_seen = now() WHERE id = $1",
+                    device_id);
     }
-  } else {
-    return;
   }
-  tx.exec_params("UPDATE devices SET last_seen = now() WHERE id = $1", device_id);
-  tx.commit();
 }
 
 void AgentService::device_disconnected(std::uint64_t connection_id, const std::string& device_id) {
@@ -387,9 +539,9 @@ void AgentService::device_disconnected(std::uint64_t connection_id, const std::s
   if (stopped_ || !api::is_uuid(device_id)) return;
   submit(
       [device_id](pqxx::connection_base& c) {
-        pqxx::work tx(c);
-        tx.exec_params("UPDATE devices SET last_seen = now() WHERE id = $1", device_id);
-        tx.commit();
+        pqxx::nontransaction tx(c);
+        exec_prepared(tx, "agents_seen", "UPDATE devices SET last_seen = now() WHERE id = $1",
+                      device_id);
       },
       [](std::optional<storage::DbError> err) {
         log_db_error("device disconnect not recorded", err);

@@ -607,6 +607,83 @@ TEST_F(AgentHub, AuthenticateAnswersLaterOnAnotherThread) {
   EXPECT_TRUE(malformed.other_thread);
 }
 
+// A reconnect storm: token checks and hellos from many threads at once are answered in
+// batches, and every agent still gets its own answer and only its own commands.
+TEST_F(AgentHub, ConcurrentTokenChecksAndHellosEachGetTheirOwnAnswer) {
+  constexpr int kDevices = 24;
+  std::vector<json> devices;
+  std::vector<std::string> command_of;
+  for (int i = 0; i < kDevices; ++i) {
+    devices.push_back(new_device("machine-storm-" + std::to_string(i)));
+    auto r = command(devices.back()["device_id"], {{"kind", "ping"}});
+    ASSERT_EQ(r.status, 202) << r.body;
+    command_of.push_back(json::parse(r.body)["id"]);
+  }
+  std::vector<AuthAnswer> answers(kDevices * 2);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kDevices * 2; ++i) {
+    threads.emplace_back([&, i] {
+      // Odd ones send a well-formed token nobody issued.
+      const std::string token = i % 2 == 0
+                                    ? devices[i / 2]["device_token"].get<std::string>()
+                                    : "hdt_" + std::string(43, static_cast<char>('a' + i % 26));
+      answers[i] = authenticate(*agents_, token);
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  threads.clear();
+  for (int i = 0; i < kDevices * 2; ++i) {
+    if (i % 2 == 0) {
+      ASSERT_EQ(answers[i].status, HELM_STATUS_OK) << i;
+      EXPECT_EQ(answers[i].body["device_id"], devices[i / 2]["device_id"]) << i;
+      EXPECT_TRUE(answers[i].other_thread);
+    } else {
+      EXPECT_EQ(answers[i].status, HELM_STATUS_UNAUTHORIZED) << i;
+    }
+  }
+
+  // Hellos at once, one of them odd (NUL, a name longer than the column takes, cut inside a
+  // multi-byte character): it must not fail the batch it shares with the others.
+  for (int i = 0; i < kDevices; ++i)
+    link_->set_online(devices[i]["device_id"], true);
+  for (int i = 0; i < kDevices; ++i) {
+    threads.emplace_back([&, i] {
+      json hello = {{"t", "hello"}, {"hostname", "storm-" + std::to_string(i)}};
+      if (i == 0)
+        hello["hostname"] = std::string("a\0b", 3) + std::string(252, 'x') + "\u00e9\u00e9";
+      agents_->device_connected(600 + i, devices[i]["device_id"], hello.dump());
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  for (int i = 0; i < kDevices; ++i) {
+    const std::string device = devices[i]["device_id"];
+    ASSERT_TRUE(eventually([&] { return link_->frames_for(device).size() == 1; })) << i;
+    EXPECT_EQ(link_->frames_for(device)[0]["id"], command_of[i]) << i;
+  }
+  for (int i = 0; i < kDevices; ++i)
+    EXPECT_TRUE(eventually([&] { return get_command(command_of[i])["state"] == "sent"; })) << i;
+  const auto odd =
+      json::parse(call("GET", org_path("/devices/" + devices[0]["device_id"].get<std::string>()),
+                       tokens_.at("admin"))
+                      .body);
+  const std::string name = odd["hostname"];
+  EXPECT_EQ(name.substr(0, 2), "ab");
+  EXPECT_LE(name.size(), 255u);
+  EXPECT_EQ(name.size(), 254u) << "cut before the first é, which would not fit whole";
+  EXPECT_NO_THROW((void)json(name).dump()) << "valid UTF-8";
+  const auto other =
+      json::parse(call("GET", org_path("/devices/" + devices[5]["device_id"].get<std::string>()),
+                       tokens_.at("admin"))
+                      .body);
+  EXPECT_EQ(other["hostname"], "storm-5");
+  for (int i = 0; i < kDevices; ++i) {
+    link_->set_online(devices[i]["device_id"], false);
+    agents_->device_disconnected(600 + i, devices[i]["device_id"]);
+  }
+}
+
 TEST_F(AgentHub, ConnectPushesPendingCommandsInOrderAndAckAndResultMoveThemOn) {
   const auto d = new_device("machine-outbox");
   const std::string device = d["device_id"];

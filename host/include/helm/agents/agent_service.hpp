@@ -110,9 +110,31 @@ class AgentService final : public plugins::TransportHost {
   void sweep_loop();
   void expire_overdue();
   void touch_connected();
-  void push_pending(const std::string& device_id, std::uint64_t connection_id);
   void handle_frame(pqxx::connection_base& conn, const std::string& device_id,
                     const nlohmann::json& frame);
+  /// Token checks and hellos are batched: one statement answers every request that arrived
+  /// while the previous batch was in the database (a reconnect storm costs a query per batch,
+  /// not per agent; a lone agent waits for nothing). One batch of each kind runs at a time.
+  struct PendingAuth {
+    std::string hash;
+    AuthDone done;
+  };
+  struct PendingHello {
+    std::uint64_t connection_id = 0;
+    std::string device_id;
+    std::string hostname;
+    std::string os;
+    std::string agent_version;
+  };
+  void run_auth_batch();
+  void run_hello_batch();
+  void connect_batch(pqxx::connection_base& conn, const std::vector<PendingHello>& batch);
+  /// Hands commands to the transport in order, stopping at the first it refuses; appends the
+  /// ids that went out to `sent`.
+  void send_commands(const std::string& device_id, const std::vector<OutboxCommand>& commands,
+                     std::vector<std::string>& sent);
+  /// Marks commands `sent` (one statement).
+  static void mark_sent(pqxx::connection_base& conn, const std::vector<std::string>& sent);
   plugins::TransportLink* link() const { return link_.load(); }
 
   storage::DbPool& pool_;
@@ -130,6 +152,12 @@ class AgentService final : public plugins::TransportHost {
     std::chrono::steady_clock::time_point at;
   };
   std::map<std::string, Bucket, std::less<>> buckets_;
+
+  std::mutex batch_mutex_;  ///< guards the two queues and flags below
+  std::vector<PendingAuth> auth_queue_;
+  bool auth_running_ = false;
+  std::vector<PendingHello> hello_queue_;
+  bool hello_running_ = false;
 
   std::mutex inflight_mutex_;
   std::condition_variable inflight_idle_;
