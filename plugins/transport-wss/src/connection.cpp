@@ -82,6 +82,33 @@ std::string_view utf8_prefix(std::string_view text, std::size_t capacity) {
   return text.substr(0, length);
 }
 
+/// The heartbeat as agents write it, `{"seq":N,"t":"hb"}` or `{"t":"hb","seq":N}` with N a
+/// plain non-negative integer: its `hb_ack`, made without a JSON parse (most frames on a
+/// transport are heartbeats). Anything else (spaces, more fields) returns false and takes the
+/// general path, which answers the same.
+bool fast_hb_ack(std::string_view text, std::string& ack) {
+  constexpr std::string_view kSeqFirst = R"({"seq":)";
+  constexpr std::string_view kSeqFirstTail = R"(,"t":"hb"})";
+  constexpr std::string_view kTypeFirst = R"({"t":"hb","seq":)";
+  std::string_view digits;
+  if (text.starts_with(kSeqFirst) && text.ends_with(kSeqFirstTail)) {
+    digits = text.substr(kSeqFirst.size(), text.size() - kSeqFirst.size() - kSeqFirstTail.size());
+  } else if (text.starts_with(kTypeFirst) && text.ends_with("}")) {
+    digits = text.substr(kTypeFirst.size(), text.size() - kTypeFirst.size() - 1);
+  } else {
+    return false;
+  }
+  // At most 15 digits: exactly what the general path would echo back (no float rounding).
+  if (digits.empty() || digits.size() > 15 || (digits.size() > 1 && digits[0] == '0')) return false;
+  for (const char c : digits)
+    if (c < '0' || c > '9') return false;
+  ack.reserve(24 + digits.size());
+  ack = R"({"seq":)";
+  ack += digits;
+  ack += R"(,"t":"hb_ack"})";
+  return true;
+}
+
 }  // namespace
 
 struct Connection::Upgrade {
@@ -272,6 +299,13 @@ void Connection::on_message(error_code ec) {
 }
 
 void Connection::handle_frame(std::string_view text, bool is_text) {
+  if (is_text && state_ == State::kOpen && !closing_) {
+    std::string ack;
+    if (fast_hb_ack(text, ack)) {
+      enqueue_local(std::move(ack), false);
+      return;
+    }
+  }
   const json frame = is_text ? json::parse(text, nullptr, false) : json(json::value_t::discarded);
   const std::string* type = nullptr;
   if (frame.is_object()) {

@@ -337,6 +337,31 @@ TEST_F(TransportWss, AnswersHeartbeatsItselfWithoutTellingTheHub) {
   ASSERT_FALSE(client.send(R"({"t":"hb","seq":41})"));
   const json ack = client.read_json();
   EXPECT_EQ(ack, json({{"t", "hb_ack"}, {"seq", 41}}));
+  // Both key orders of the common shape take the quick path; every other spelling the general
+  // one; the answers are the same either way.
+  const std::vector<std::pair<std::string, json>> cases = {
+      {R"({"seq":42,"t":"hb"})", 42},
+      {R"({"t":"hb","seq":0})", 0},
+      {R"({"t":"hb","seq":123456789012345})", 123456789012345},
+      {R"({"t":"hb","seq":12345678901234567})", 12345678901234567},
+      {R"({ "t" : "hb", "seq" : 7 })", 7},
+      {R"({"t":"hb","seq":007})", nullptr},  // not JSON: an error frame instead
+      {R"({"t":"hb","seq":1.5})", 1.5},
+      {R"({"t":"hb","seq":"x"})", "x"},
+      {R"({"t":"hb"})", nullptr},
+      {R"({"seq":9,"t":"hb","extra":true})", 9},
+  };
+  for (const auto& [frame, seq] : cases) {
+    ASSERT_FALSE(client.send(frame));
+    const json answer = client.read_json();
+    if (frame.find("007") != std::string::npos) {
+      EXPECT_EQ(answer["t"], "error") << frame;
+      continue;
+    }
+    json expected = {{"t", "hb_ack"}};
+    if (!seq.is_null()) expected["seq"] = seq;
+    EXPECT_EQ(answer, expected) << frame;
+  }
   for (const auto& event : host_.events())
     EXPECT_NE(event.kind, HELM_DEVICE_FRAME);
 }
