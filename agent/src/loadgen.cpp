@@ -16,13 +16,17 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -310,7 +314,67 @@ asio::awaitable<void> SimAgent::heartbeat_loop() {
 struct HubSample {
   long long rss_kib = -1;
   double cpu_ms = -1;
+  /// The hub and every process under it (its embedded PostgreSQL and the backends working for
+  /// it), including children they have reaped: what the machine spent, not only the hub.
+  double tree_cpu_ms = -1;
 };
+
+struct ProcStat {
+  pid_t ppid = 0;
+  unsigned long long utime = 0, stime = 0, cutime = 0, cstime = 0;
+};
+
+std::optional<ProcStat> read_proc_stat(pid_t pid) {
+  std::ifstream stat_file("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 > stat.size()) return std::nullopt;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  ProcStat out;
+  // After "pid (comm)": state is field 3, ppid 4, utime 14, stime 15, cutime 16, cstime 17.
+  for (int i = 3; i <= 17 && fields >> field; ++i) {
+    try {
+      if (i == 4) out.ppid = static_cast<pid_t>(std::stol(field));
+      if (i == 14) out.utime = std::stoull(field);
+      if (i == 15) out.stime = std::stoull(field);
+      if (i == 16) out.cutime = std::stoull(field);
+      if (i == 17) out.cstime = std::stoull(field);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+  return out;
+}
+
+double tree_cpu_ms(pid_t root) {
+  std::map<pid_t, ProcStat> all;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(name));
+    if (auto stat = read_proc_stat(pid)) all[pid] = *stat;
+  }
+  std::set<pid_t> tree{root};
+  for (bool grew = true; grew;) {
+    grew = false;
+    for (const auto& [pid, stat] : all) {
+      if (!tree.count(pid) && tree.count(stat.ppid)) {
+        tree.insert(pid);
+        grew = true;
+      }
+    }
+  }
+  unsigned long long ticks = 0;
+  for (const pid_t pid : tree) {
+    const auto found = all.find(pid);
+    if (found == all.end()) continue;
+    const auto& s = found->second;
+    ticks += s.utime + s.stime + (pid == root ? 0 : s.cutime + s.cstime);
+  }
+  return 1000.0 * static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
 
 HubSample sample_hub(pid_t pid) {
   HubSample sample;
@@ -336,6 +400,7 @@ HubSample sample_hub(pid_t pid) {
     sample.cpu_ms =
         1000.0 * static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
   }
+  sample.tree_cpu_ms = tree_cpu_ms(pid);
   return sample;
 }
 
@@ -372,6 +437,10 @@ void raise_fd_limit() {
 }
 
 }  // namespace
+
+double process_tree_cpu_ms(pid_t root) {
+  return tree_cpu_ms(root);
+}
 
 nlohmann::json run(const Options& options) {
   raise_fd_limit();
@@ -514,15 +583,24 @@ nlohmann::json run(const Options& options) {
                       {"cpu_ms",
                        {{"start", at_start.cpu_ms},
                         {"connected", after_connect.cpu_ms},
-                        {"end", after_steady.cpu_ms}}}};
+                        {"end", after_steady.cpu_ms}}},
+                      {"tree_cpu_ms",
+                       {{"start", at_start.tree_cpu_ms},
+                        {"connected", after_connect.tree_cpu_ms},
+                        {"end", after_steady.tree_cpu_ms}}}};
     if (connected > 0 && at_start.rss_kib >= 0 && after_connect.rss_kib >= 0) {
       summary["rss_per_agent_kib"] =
           static_cast<double>(after_connect.rss_kib - at_start.rss_kib) / connected;
       summary["cpu_per_connection_ms"] = (after_connect.cpu_ms - at_start.cpu_ms) / connected;
+      summary["tree_cpu_per_connection_ms"] =
+          (after_connect.tree_cpu_ms - at_start.tree_cpu_ms) / connected;
     }
     if (acked_steady > 0 && after_steady.cpu_ms >= 0) {
       summary["cpu_per_heartbeat_us"] =
           (after_steady.cpu_ms - after_connect.cpu_ms) * 1000.0 / static_cast<double>(acked_steady);
+      summary["tree_cpu_per_heartbeat_us"] =
+          (after_steady.tree_cpu_ms - after_connect.tree_cpu_ms) * 1000.0 /
+          static_cast<double>(acked_steady);
     }
   }
   return summary;

@@ -26,6 +26,11 @@ struct Options {
   double connect_timeout_s = 0;  // 0: 60 s + agents / rate
 };
 
+/// CPU time, in ms, of process `root` and every process under it (children, their children…),
+/// including what those descendants reaped of their own exited children: with `root` the hub,
+/// the hub and its embedded PostgreSQL with the backends working for it.
+double process_tree_cpu_ms(pid_t root);
+
 /// Runs the load and returns the summary printed on stdout.
 nlohmann::json run(const Options& options);
 

@@ -6,20 +6,24 @@
 #   0. enroll: helm-loadgen enrolls N agents with one N-use key and saves their tokens. The hub
 #      allows 5 enrollments/s per source address (burst 30), so enrollment goes through a small
 #      TCP relay here that spreads the connections over source addresses 127.0.0.2-254.
-#   1. idle: helm-loadgen reconnects the N agents from their tokens as fast as it can (connect
-#      storm), keeps them up STEADY_S seconds, no commands: connect rate, hub CPU per new TLS
-#      connection, hub RSS per agent, hub CPU per heartbeat (also shown net of the hub's idle CPU,
-#      measured before the first run).
-#   2. busy: the same again while COMMANDS `ping` commands go through the REST API to online
+#   1. restart: the hub is stopped and started again (same data), so that the memory the
+#      enrollment run left behind does not hide what the agents cost, and so that the storm below
+#      is what a fleet does after a hub restart. Its idle CPU and RSS are taken as the baseline.
+#   2. idle: helm-loadgen reconnects the N agents from their tokens as fast as RATE allows
+#      (connect storm), keeps them up STEADY_S seconds, no commands: connect rate, hub CPU per
+#      new TLS connection, hub RSS per agent, hub CPU per heartbeat (also shown net of the hub's
+#      idle CPU). "+db" columns count the hub's embedded PostgreSQL too (the process tree).
+#   3. busy: the same again while COMMANDS `ping` commands go through the REST API to online
 #      devices one at a time; round trip = POST .../commands until GET .../commands/{id} is done
 #      (polled every millisecond over one keep-alive connection).
 #
 # usage: tests/bench/agents.sh [HUB_BUILD_DIR] [COUNTS...]
 #   HUB_BUILD_DIR  default build/release (needs host/helm-hub, agent/helm-loadgen, plugins/)
 #   COUNTS         default 1000 5000 10000
-# environment: STEADY_S (30), HEARTBEAT_S (10, the simulated agents' interval), RATE (500 new
-#   connections/s in the storm; 0 = all at once), ENROLL_RATE (100 enrollments/s), COMMANDS (200),
-#   THREADS (1, loadgen threads), KEEP=1 keeps the work dir.
+# environment: STEADY_S (30), HEARTBEAT_S (5, the simulated agents' interval, as in
+#   notes/transport-memory.md), RATE (500 new connections/s in the storm; 0 = all at once),
+#   ENROLL_RATE (100 enrollments/s), COMMANDS (200), THREADS (1, loadgen threads), KEEP=1 keeps
+#   the work dir.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${1:-$root/build/release}
@@ -27,7 +31,7 @@ shift || true
 counts=("$@")
 [[ ${#counts[@]} -gt 0 ]] || counts=(1000 5000 10000)
 steady_s=${STEADY_S:-30}
-heartbeat_s=${HEARTBEAT_S:-10}
+heartbeat_s=${HEARTBEAT_S:-5}
 rate=${RATE:-500}
 enroll_rate=${ENROLL_RATE:-100}  # faster, the API refuses connections beyond api.max_connections
 commands=${COMMANDS:-200}
@@ -72,19 +76,38 @@ echo "$password" | "$hub_bin" admin bootstrap --data-dir "$work/hub" --org Bench
   --email owner@bench.test --password-stdin >"$work/bootstrap.log" 2>&1 ||
   { cat "$work/bootstrap.log"; exit 1; }
 
-HELM_PLUGINS_PATH=$build/plugins HELM_PLUGINS_ALLOW_UNSIGNED=true \
-  "$hub_bin" serve --data-dir "$work/hub" --api-listen 127.0.0.1:0 --log-level warn \
-  >"$work/hub.out" 2>"$work/hub.err" &
-hub_pid=$!
 api_port=""
-for _ in $(seq 1 900); do
-  api_port=$(sed -n 's/.*"msg":"api listening".*"port":\([0-9]*\).*/\1/p' "$work/hub.err" | head -1)
-  [[ -z $api_port ]] && api_port=$(sed -n 's#.*https://127.0.0.1:\([0-9]*\)/.*#\1#p' "$work/hub.out" | head -1)
-  [[ -n $api_port ]] && break
-  kill -0 "$hub_pid" 2>/dev/null || break
-  sleep 0.1
-done
-[[ -n $api_port ]] || { echo "hub did not start:" >&2; tail -30 "$work/hub.err" >&2; exit 1; }
+start_hub() {  # [API_PORT]: 0 picks a free one the first time; restarts keep it
+  : >"$work/hub.err"
+  : >"$work/hub.out"
+  HELM_PLUGINS_PATH=$build/plugins HELM_PLUGINS_ALLOW_UNSIGNED=true \
+    "$hub_bin" serve --data-dir "$work/hub" --api-listen "127.0.0.1:${1:-0}" --log-level warn \
+    >"$work/hub.out" 2>"$work/hub.err" &
+  hub_pid=$!
+  api_port=""
+  for _ in $(seq 1 900); do
+    api_port=$(sed -n 's/.*"msg":"api listening".*"port":\([0-9]*\).*/\1/p' "$work/hub.err" | head -1)
+    [[ -z $api_port ]] && api_port=$(sed -n 's#.*https://127.0.0.1:\([0-9]*\)/.*#\1#p' "$work/hub.out" | head -1)
+    [[ -n $api_port ]] && break
+    kill -0 "$hub_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ -n $api_port ]] || { echo "hub did not start:" >&2; tail -30 "$work/hub.err" >&2; exit 1; }
+}
+wait_port() {  # PORT: until something accepts TCP connections there (30 s at most)
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}
+stop_hub() {
+  kill -TERM "$hub_pid" 2>/dev/null || true
+  wait "$hub_pid" 2>/dev/null || true
+  hub_pid=""
+}
+start_hub 0
 api=https://127.0.0.1:$api_port
 ca=$work/hub/tls/hub.crt
 pin=$(openssl x509 -in "$ca" -outform der | sha256sum | cut -d' ' -f1)
@@ -102,11 +125,8 @@ org=$(jq -r .technician.org_id <<<"$login")
 
 transport_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 rest PATCH /api/v1/plugins/transport-wss "{\"config\":{\"listen\":\"127.0.0.1:$transport_port\"}}" >/dev/null
-for _ in $(seq 1 300); do
-  # Enrollment answers with the transport URL once the restarted transport listens there.
-  grep -q "127.0.0.1:$transport_port" "$work/hub.err" 2>/dev/null && break
-  sleep 0.1
-done
+# Enrollment answers with the transport URL once the restarted transport listens there.
+wait_port "$transport_port"
 client=$(rest POST "/api/v1/orgs/$org/clients" '{"name":"Bench"}' | jq -r .id)
 site=$(rest POST "/api/v1/orgs/$org/clients/$client/sites" '{"name":"Lab"}' | jq -r .id)
 
@@ -191,15 +211,22 @@ trap 'kill $relay_pid 2>/dev/null || true; cleanup' EXIT
 sleep 0.5
 
 cpu_ms() { awk '{print ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"'}' "/proc/$hub_pid/stat"; }
-c0=$(cpu_ms); sleep 10; c1=$(cpu_ms)
-idle_cpu_ms_per_s=$(python3 -c "print(round(($c1 - $c0) / 10, 3))")
-echo "hub idle CPU: $idle_cpu_ms_per_s ms/s" >&2
-
-common=(--pin "$pin" --rate "$rate" --heartbeat-s "$heartbeat_s" --threads "$threads"
-        --hub-pid "$hub_pid")
+# The restarted hub: wait until its transport listens again, then measure its idle CPU.
+restart_hub() {
+  stop_hub
+  start_hub "$api_port"
+  wait_port "$transport_port"
+  sleep 2
+  local c0 c1
+  c0=$(cpu_ms); sleep 10; c1=$(cpu_ms)
+  idle_cpu_ms_per_s=$(python3 -c "print(round(($c1 - $c0) / 10, 3))")
+  echo "hub (pid $hub_pid) idle CPU: $idle_cpu_ms_per_s ms/s, RSS $(awk '/VmRSS/{print $2}' "/proc/$hub_pid/status") KiB" >&2
+}
 rows=()
 for n in "${counts[@]}"; do
   echo "== $n agents ==" >&2
+  common=(--pin "$pin" --rate "$rate" --heartbeat-s "$heartbeat_s" --threads "$threads"
+          --hub-pid "$hub_pid")
   key=$(rest POST "/api/v1/orgs/$org/enrollment-keys" \
     "{\"client_id\":\"$client\",\"site_id\":\"$site\",\"uses\":$n}" | jq -r .key)
   [[ $key == hek_* ]] || { echo "no enrollment key" >&2; exit 1; }
@@ -210,7 +237,9 @@ for n in "${counts[@]}"; do
     { echo "enrollment run failed:" >&2; tail -5 "$work/enroll-$n.err" >&2; }
   echo "-- enrollment run ($n agents, through the relay):"
   cat "$work/enroll-$n.json"
-  sleep 3  # let the hub see the disconnects
+  restart_hub
+  common=(--pin "$pin" --rate "$rate" --heartbeat-s "$heartbeat_s" --threads "$threads"
+          --hub-pid "$hub_pid")
 
   echo "+ $loadgen --server $api --tokens $tokens --duration $steady_s ${common[*]} --json" >&2
   "$loadgen" --server "$api" --tokens "$tokens" --duration "$steady_s" "${common[@]}" --json \
@@ -243,26 +272,30 @@ for n in "${counts[@]}"; do
       hb_net_us: (if ($idle.heartbeats.acked_steady // 0) > 0 and $idle.hub != null then
                     (($idle.hub.cpu_ms.end - $idle.hub.cpu_ms.connected) - $base * $idle.steady_s)
                     * 1000 / $idle.heartbeats.acked_steady else null end),
+      hb_db_us: $idle.tree_cpu_per_heartbeat_us, conn_db_ms: $idle.tree_cpu_per_connection_ms,
+      base: $base,
       rate: $idle.connect_rate_per_s, conn_ms: $idle.cpu_per_connection_ms,
       p50: $cmd.rtt_ms.p50, p99: $cmd.rtt_ms.p99, hb_p99: $idle.hb_rtt_ms.p99,
       errors: ($idle.errors + $busy.errors)}')")
 done
 
 echo
-echo "hub: $hub_bin (pid $hub_pid), agents' heartbeat ${heartbeat_s}s, steady ${steady_s}s," \
-  "loadgen threads $threads, hub idle CPU $idle_cpu_ms_per_s ms/s"
-fmt='%-7s %-9s %-10s %-10s %-13s %-10s %-10s %-9s %-9s %-10s %s\n'
-printf "$fmt" agents connected 'RSS/agent' 'CPU/hb' 'CPU/hb net' 'connect/s' 'CPU/conn' \
-  'cmd p50' 'cmd p99' 'hb p99' errors
+echo "hub: $hub_bin, agents' heartbeat ${heartbeat_s}s, steady ${steady_s}s, storm rate" \
+  "${rate}/s, loadgen threads $threads; +db: the hub with its embedded PostgreSQL"
+fmt='%-7s %-9s %-10s %-9s %-10s %-10s %-9s %-9s %-10s %-9s %-9s %-9s %-9s %s\n'
+printf "$fmt" agents connected 'RSS/agent' 'CPU/hb' 'CPU/hb net' 'CPU/hb+db' 'connect/s' \
+  'CPU/conn' 'CPU/conn+db' 'cmd p50' 'cmd p99' 'hb p99' 'idle ms/s' errors
 for row in "${rows[@]}"; do
   jq -r '[.n, .connected,
            (if .rss then "\(.rss*10|round/10) KiB" else "-" end),
            (if .hb_us then "\(.hb_us*10|round/10) us" else "-" end),
            (if .hb_net_us then "\(.hb_net_us*10|round/10) us" else "-" end),
+           (if .hb_db_us then "\(.hb_db_us*10|round/10) us" else "-" end),
            (if .rate then "\(.rate|round)" else "-" end),
            (if .conn_ms then "\(.conn_ms*1000|round/1000) ms" else "-" end),
+           (if .conn_db_ms then "\(.conn_db_ms*1000|round/1000) ms" else "-" end),
            (if .p50 then "\(.p50) ms" else "-" end), (if .p99 then "\(.p99) ms" else "-" end),
            (if .hb_p99 then "\(.hb_p99*100|round/100) ms" else "-" end),
-           (.errors|tostring)] | @tsv' <<<"$row" |
+           (.base|tostring), (.errors|tostring)] | @tsv' <<<"$row" |
     while IFS=$'\t' read -r -a f; do printf "$fmt" "${f[@]}"; done
 done

@@ -1,9 +1,12 @@
 // helm-loadgen's simulation against the minimal WSS hub: one agent from a tokens file.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 #include "loadgen.hpp"
 #include "tls_fixtures.hpp"
@@ -63,6 +66,35 @@ TEST(Loadgen, SimulatedAgentHelloesHeartbeatsAnswersPingAndReportsMeasurements) 
   EXPECT_TRUE(summary["rss_per_agent_kib"].is_number());
   EXPECT_TRUE(summary["cpu_per_heartbeat_us"].is_number());
   EXPECT_GT(summary["hub"]["rss_kib"]["start"].get<long long>(), 0);
+  EXPECT_GE(summary["hub"]["tree_cpu_ms"]["end"].get<double>(),
+            summary["hub"]["cpu_ms"]["end"].get<double>());
+  EXPECT_TRUE(summary["tree_cpu_per_heartbeat_us"].is_number());
+}
+
+// The hub's figure "with its database" counts the processes under it: a child that burns CPU
+// shows up in the tree of its parent and not in the parent's own time.
+TEST(LoadgenHubSampling, ProcessTreeCpuCountsDescendants) {
+  const double before = loadgen::process_tree_cpu_ms(::getpid());
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+    volatile unsigned long spin = 0;
+    while (std::chrono::steady_clock::now() < until)
+      spin = spin + 1;
+    ::pause();  // stay alive (unreaped) until killed
+    ::_exit(0);
+  }
+  // The child's 300 ms of CPU become visible once it is done spinning.
+  double grown = 0;
+  for (int i = 0; i < 100 && grown < 250; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    grown = loadgen::process_tree_cpu_ms(::getpid()) - before;
+  }
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_GE(grown, 250) << "the child's CPU is part of the tree";
+  EXPECT_EQ(loadgen::process_tree_cpu_ms(-1), 0) << "no such process: nothing";
 }
 
 }  // namespace
