@@ -1,6 +1,10 @@
 #include "helm/agents/agent_routes.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <set>
@@ -632,14 +636,28 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
 
   api::add_route(
       router, services, "GET", "/api/v1/orgs/{org}/commands/{id}", api::Access::kTechnician,
-      [&services](http::Request& req, const auth::SessionContext& ctx, http::Responder respond) {
+      [&services, &agents](http::Request& req, const auth::SessionContext& ctx,
+                           http::Responder respond) {
         const std::string id = req.path_params.at("id");
+        // ?wait_s=N (0-30): answer as soon as the command is done or expired, or after N
+        // seconds with its state then; no polling needed to see a result arrive.
+        long long wait_s = 0;
+        if (auto wait = req.query_param("wait_s")) {
+          char* end = nullptr;
+          wait_s = std::strtoll(wait->c_str(), &end, 10);
+          if (wait->empty() || *end != '\0' || wait_s < 0 || wait_s > 30) {
+            return respond(http::bad_request("The query is invalid.",
+                                             {{"/wait_s", "must be a whole number from 0 to 30"}}));
+          }
+        }
         if (!api::is_uuid(id)) return respond(http::not_found());
-        api::db_respond(services, respond, [ctx, id](pqxx::connection_base& c) {
+        // Reads the command; `final_only`: answers only if it is done or expired (else false).
+        auto read = [ctx, id](pqxx::connection_base& c, bool& final_state) -> http::Response {
           pqxx::work tx(c);
           const auto owner = tx.exec_params(
               "SELECT device_id::text FROM device_commands WHERE id = $1 AND org_id = $2", id,
               ctx.org_id);
+          final_state = true;
           if (owner.empty()) return http::not_found();
           auto found = find_device(tx, ctx, owner[0][0].c_str(), 404);
           if (auto* r = std::get_if<http::Response>(&found)) return *r;
@@ -650,8 +668,43 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
           const auto rows = tx.exec_params(
               "SELECT " + kCommandColumns + " FROM device_commands WHERE id = $1", id);
           tx.commit();
-          return api::json_response(200, command_json(rows[0]));
-        });
+          auto item = command_json(rows[0]);
+          const auto state = item.value("state", std::string());
+          final_state = state == "done" || state == "expired";
+          return api::json_response(200, item);
+        };
+        if (wait_s == 0) {
+          return api::db_respond(services, respond, [read](pqxx::connection_base& c) {
+            bool final_state = false;
+            return read(c, final_state);
+          });
+        }
+        // Whoever answers first (the first read finding a final state, or the waiter on a
+        // result, the deadline or shutdown) answers; the waiter is registered before the first
+        // read so that a result landing in between is not missed.
+        auto answered = std::make_shared<std::atomic<bool>>(false);
+        auto answer_now = [&services, respond, read, answered] {
+          if (answered->exchange(true)) return;
+          api::db_respond(services, respond, [read](pqxx::connection_base& c) {
+            bool final_state = false;
+            return read(c, final_state);
+          });
+        };
+        const bool waiting = agents.wait_for_command(
+            id, std::chrono::steady_clock::now() + std::chrono::seconds(wait_s), answer_now);
+        auto first = std::make_shared<http::Response>();
+        auto final_state = std::make_shared<bool>(false);
+        services.pool.submit(
+            [read, first, final_state](pqxx::connection_base& c) {
+              *first = read(c, *final_state);
+            },
+            [respond, first, final_state, answered, waiting](std::optional<storage::DbError> err) {
+              if (!err && !*final_state && waiting) return;  // the waiter answers
+              if (answered->exchange(true)) return;
+              if (!err) return respond(std::move(*first));
+              respond(err->kind == storage::DbErrorKind::kQuery ? http::internal_error()
+                                                                : http::database_unavailable());
+            });
       });
 }
 
@@ -679,7 +732,8 @@ void add_agent_routes(http::Router& router, api::Services& services, AgentServic
        "Queue a command (ping, inventory, run_script) in the durable outbox and send it"},
       {"GET /api/v1/orgs/{org}/devices/{id}/commands", "A device's commands, oldest first"},
       {"GET /api/v1/orgs/{org}/commands/{id}",
-       "One command: state queued/sent/acked/done/expired and its result"},
+       "One command: state queued/sent/acked/done/expired and its result; ?wait_s=N (up to 30) "
+       "answers as soon as it is done or expired"},
   });
 }
 

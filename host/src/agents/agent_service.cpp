@@ -183,6 +183,7 @@ void AgentService::stop() {
   }
   sweep_wake_.notify_all();
   if (sweeper_.joinable()) sweeper_.join();
+  fire_due_waiters(true);  // REST clients waiting for a command get its state as it is now
   // Queued database work refers to this object: let it finish before the owner destroys it.
   std::unique_lock lock(inflight_mutex_);
   if (!inflight_idle_.wait_for(lock, std::chrono::seconds(15), [this] { return inflight_ == 0; })) {
@@ -484,17 +485,18 @@ void AgentService::device_frame(std::uint64_t /*connection_id*/, const std::stri
 void AgentService::handle_frame(pqxx::connection_base& conn, const std::string& device_id,
                                 const json& frame) {
   const std::string type = string_or(frame, "t", 32);
-  // Each frame is one statement (the command or the facts, with last_seen in a CTE): atomic on
-  // its own and one round trip, which is most of a command's way back to the REST API.
+  // Each frame is one statement: one round trip, which is most of a command's way back to the
+  // REST API. Frames do not touch the device's row (last_seen of a connected device is kept by
+  // the hello, the periodic touch and the disconnect): a write there would wait behind the
+  // periodic touch's row locks and cost a row version per frame.
   pqxx::nontransaction tx(conn);
   if (type == "ack" || type == "result") {
     const std::string id = string_or(frame, "id", 64);
     if (!api::is_uuid(id)) return;  // an ack for an unknown id is ignored (agent protocol §4)
     if (type == "ack") {
       exec_prepared(tx, "agents_ack",
-                    "WITH cmd AS (UPDATE device_commands SET state = 'acked', acked_at = now()"
-                    "   WHERE id = $1 AND device_id = $2 AND state IN ('queued', 'sent'))"
-                    " UPDATE devices SET last_seen = now() WHERE id = $2",
+                    "UPDATE device_commands SET state = 'acked', acked_at = now()"
+                    " WHERE id = $1 AND device_id = $2 AND state IN ('queued', 'sent')",
                     id, device_id);
     } else {
       json result = {{"status", string_or(frame, "status", 16)},
@@ -507,11 +509,11 @@ void AgentService::handle_frame(pqxx::connection_base& conn, const std::string& 
       }
       // A result for an expired command is kept too: the agent did run it.
       exec_prepared(tx, "agents_result",
-                    "WITH cmd AS (UPDATE device_commands SET state = 'done', finished_at = now(),"
-                    "   result = $3::jsonb, acked_at = coalesce(acked_at, now())"
-                    "   WHERE id = $1 AND device_id = $2 AND state <> 'done')"
-                    " UPDATE devices SET last_seen = now() WHERE id = $2",
+                    "UPDATE device_commands SET state = 'done', finished_at = now(),"
+                    " result = $3::jsonb, acked_at = coalesce(acked_at, now())"
+                    " WHERE id = $1 AND device_id = $2 AND state <> 'done'",
                     id, device_id, result.dump(-1, ' ', false, json::error_handler_t::replace));
+      command_finished(id);
     }
   } else if (type == "event") {
     const auto data = frame.value("data", json(nullptr));
@@ -522,9 +524,6 @@ void AgentService::handle_frame(pqxx::connection_base& conn, const std::string& 
                     " agent_version = coalesce(nullif($4, ''), agent_version) WHERE id = $1",
                     device_id, data.dump(-1, ' ', false, json::error_handler_t::replace),
                     string_or(data, "hostname", 255), string_or(data, "agent_version", 64));
-    } else {
-      exec_prepared(tx, "agents_seen", "UPDATE devices SET last_seen = now() WHERE id = $1",
-                    device_id);
     }
   }
 }
@@ -655,6 +654,7 @@ void AgentService::sweep_loop() {
     if (sweep_stopping_) break;
     lock.unlock();
     expire_overdue();
+    fire_due_waiters(false);
     if (std::chrono::steady_clock::now() >= next_touch) {
       next_touch = std::chrono::steady_clock::now() + options_.last_seen_interval;
       touch_connected();
@@ -666,19 +666,24 @@ void AgentService::sweep_loop() {
 void AgentService::expire_overdue() {
   // One sweep at a time: a slow database must not collect a backlog of identical updates.
   if (expiry_in_flight_.exchange(true)) return;
+  auto expired = std::make_shared<std::vector<std::string>>();
   submit(
-      [](pqxx::connection_base& c) {
-        pqxx::work tx(c);
-        tx.exec(
+      [expired](pqxx::connection_base& c) {
+        pqxx::nontransaction tx(c);
+        const auto rows = exec_prepared(
+            tx, "agents_expire",
             "UPDATE device_commands SET state = 'expired', finished_at = now()"
-            " WHERE state IN ('queued', 'sent') AND deadline <= now()");
-        tx.commit();
+            " WHERE state IN ('queued', 'sent') AND deadline <= now() RETURNING id::text");
+        for (const auto& r : rows)
+          expired->push_back(r[0].c_str());
       },
-      [this](std::optional<storage::DbError> err) {
+      [this, expired](std::optional<storage::DbError> err) {
         expiry_in_flight_ = false;
         if (err && err->kind == storage::DbErrorKind::kQuery) {
           log::warn("command expiry sweep failed", {{"error", err->message}});
         }
+        for (const auto& id : *expired)
+          command_finished(id);  // REST clients waiting for it
       });
 }
 
@@ -695,14 +700,23 @@ void AgentService::touch_connected() {
   auto gone = std::make_shared<std::vector<std::string>>();
   submit(
       [ids = std::move(ids), gone](pqxx::connection_base& c) {
-        pqxx::work tx(c);
-        const auto rows = tx.exec_params(
-            "UPDATE devices SET last_seen = now() WHERE id = ANY($1::uuid[]) RETURNING id::text",
-            uuid_array(ids));
-        tx.commit();
+        // In chunks, each its own statement: one statement over every connected device would
+        // hold all their row locks (and a big WAL burst) at once, stalling the hellos and
+        // inventory updates that arrive meanwhile.
+        constexpr std::size_t kChunk = 500;
         std::set<std::string, std::less<>> present;
-        for (const auto& r : rows)
-          present.insert(r[0].c_str());
+        for (std::size_t from = 0; from < ids.size(); from += kChunk) {
+          const std::vector<std::string> chunk(
+              ids.begin() + static_cast<std::ptrdiff_t>(from),
+              ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), from + kChunk)));
+          pqxx::nontransaction tx(c);
+          const auto rows = exec_prepared(
+              tx, "agents_touch",
+              "UPDATE devices SET last_seen = now() WHERE id = ANY($1::uuid[]) RETURNING id::text",
+              uuid_array(chunk));
+          for (const auto& r : rows)
+            present.insert(r[0].c_str());
+        }
         for (const auto& id : ids)
           if (!present.count(id)) gone->push_back(id);
       },
@@ -716,6 +730,48 @@ void AgentService::touch_connected() {
         for (const auto& id : *gone)
           revoke_connection(id, "device deleted");
       });
+}
+
+// ---- REST clients waiting for a command ----
+
+bool AgentService::wait_for_command(const std::string& command_id,
+                                    std::chrono::steady_clock::time_point deadline,
+                                    std::function<void()> fire) {
+  std::lock_guard lock(waiters_mutex_);
+  if (stopped_ || waiters_.size() >= kMaxCommandWaiters) return false;
+  waiters_.emplace(command_id, CommandWaiter{deadline, std::move(fire)});
+  return true;
+}
+
+void AgentService::command_finished(const std::string& command_id) {
+  std::vector<std::function<void()>> due;
+  {
+    std::lock_guard lock(waiters_mutex_);
+    auto [first, last] = waiters_.equal_range(command_id);
+    for (auto it = first; it != last; ++it)
+      due.push_back(std::move(it->second.fire));
+    waiters_.erase(first, last);
+  }
+  for (auto& fire : due)
+    fire();
+}
+
+void AgentService::fire_due_waiters(bool all) {
+  std::vector<std::function<void()>> due;
+  {
+    std::lock_guard lock(waiters_mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (all || it->second.deadline <= now) {
+        due.push_back(std::move(it->second.fire));
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& fire : due)
+    fire();
 }
 
 }  // namespace helm::agents

@@ -759,6 +759,74 @@ TEST_F(AgentHub, ConnectPushesPendingCommandsInOrderAndAckAndResultMoveThemOn) {
   agents_->device_disconnected(402, device);
 }
 
+// GET .../commands/{id}?wait_s=N answers when the result arrives (or the command expires, or
+// the N seconds pass), so a client sees a result without polling.
+TEST_F(AgentHub, WaitingForACommandAnswersWhenItsResultArrives) {
+  const auto d = new_device("machine-wait");
+  const std::string device = d["device_id"];
+  link_->set_online(device, true);
+  agents_->device_connected(801, device, "{}");
+  auto posted = command(device, {{"kind", "ping"}});
+  ASSERT_EQ(posted.status, 202) << posted.body;
+  const std::string id = json::parse(posted.body)["id"];
+  const std::string path = org_path("/commands/" + id);
+
+  const auto started = std::chrono::steady_clock::now();
+  std::thread agent([&] {
+    std::this_thread::sleep_for(400ms);
+    agents_->device_frame(801, device,
+                          json{{"t", "result"},
+                               {"id", id},
+                               {"status", "ok"},
+                               {"exit_code", 0},
+                               {"data", {{"pong", true}}}}
+                              .dump());
+  });
+  auto waited = call("GET", path + "?wait_s=10", tokens_.at("admin"));
+  const auto took = std::chrono::steady_clock::now() - started;
+  agent.join();
+  ASSERT_EQ(waited.status, 200) << waited.body;
+  EXPECT_EQ(json::parse(waited.body)["state"], "done") << waited.body;
+  EXPECT_EQ(json::parse(waited.body)["result"]["data"]["pong"], true);
+  EXPECT_GE(took, 350ms) << "it waited for the result";
+  EXPECT_LT(took, 3s) << "and answered when it came, not at the end of wait_s";
+
+  // Already done: at once.
+  const auto again_at = std::chrono::steady_clock::now();
+  EXPECT_EQ(json::parse(call("GET", path + "?wait_s=10", tokens_.at("admin")).body)["state"],
+            "done");
+  EXPECT_LT(std::chrono::steady_clock::now() - again_at, 1s);
+
+  // Nothing arrives: the state as it is once wait_s has passed.
+  agents_->device_disconnected(801, device);
+  link_->set_online(device, false);
+  auto queued = command(device, {{"kind", "ping"}});
+  const std::string queued_id = json::parse(queued.body)["id"];
+  const auto quiet_at = std::chrono::steady_clock::now();
+  auto quiet = call("GET", org_path("/commands/" + queued_id) + "?wait_s=1", tokens_.at("admin"));
+  EXPECT_EQ(json::parse(quiet.body)["state"], "queued") << quiet.body;
+  EXPECT_GE(std::chrono::steady_clock::now() - quiet_at, 900ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - quiet_at, 4s);
+
+  // Its deadline passes while a client waits: answered with `expired`, before wait_s is over.
+  auto short_lived = command(device, {{"kind", "ping"}, {"deadline_s", 1}});
+  const std::string short_id = json::parse(short_lived.body)["id"];
+  const auto expiry_at = std::chrono::steady_clock::now();
+  auto expired = call("GET", org_path("/commands/" + short_id) + "?wait_s=20", tokens_.at("admin"));
+  EXPECT_EQ(json::parse(expired.body)["state"], "expired") << expired.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - expiry_at, 5s);
+
+  for (const char* bad : {"31", "-1", "soon", ""}) {
+    auto refused = call("GET", path + "?wait_s=" + bad, tokens_.at("admin"));
+    EXPECT_EQ(refused.status, 400) << bad << " " << refused.body;
+  }
+  // Another organization's command stays a 404, waiting or not.
+  EXPECT_EQ(
+      call("GET", "/api/v1/orgs/" + org_b_ + "/commands/" + id + "?wait_s=1", tokens_.at("owner_b"))
+          .status,
+      404);
+}
+
 TEST_F(AgentHub, AnOldConnectionsDisconnectDoesNotTakeANewerOneOffline) {
   const auto d = new_device("machine-twice");
   const std::string device = d["device_id"];

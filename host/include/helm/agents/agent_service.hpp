@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json_fwd.hpp>
@@ -98,6 +99,15 @@ class AgentService final : public plugins::TransportHost {
   /// Returns how many went out.
   size_t deliver(pqxx::connection_base& conn, const std::string& device_id,
                  const std::vector<OutboxCommand>& commands);
+  /// A REST client waiting for a command to finish (GET .../commands/{id}?wait_s=N): `fire` runs
+  /// once, when a result for the command arrives, at `deadline`, or at stop(), whichever comes
+  /// first. Returns false (and keeps nothing) when too many wait already: answer at once then.
+  bool wait_for_command(const std::string& command_id,
+                        std::chrono::steady_clock::time_point deadline, std::function<void()> fire);
+  /// Fires the waiters of a command (its result was recorded). Any thread.
+  void command_finished(const std::string& command_id);
+  static constexpr std::size_t kMaxCommandWaiters = 10'000;
+
   /// Closes the device's live connection (4001) and forgets it: token replaced or device deleted.
   void revoke_connection(const std::string& device_id, const std::string& reason);
 
@@ -158,6 +168,14 @@ class AgentService final : public plugins::TransportHost {
   bool auth_running_ = false;
   std::vector<PendingHello> hello_queue_;
   bool hello_running_ = false;
+
+  struct CommandWaiter {
+    std::chrono::steady_clock::time_point deadline;
+    std::function<void()> fire;
+  };
+  void fire_due_waiters(bool all);
+  std::mutex waiters_mutex_;
+  std::multimap<std::string, CommandWaiter, std::less<>> waiters_;  ///< by command id
 
   std::mutex inflight_mutex_;
   std::condition_variable inflight_idle_;
