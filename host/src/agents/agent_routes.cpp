@@ -690,7 +690,7 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
             return read(c, final_state);
           });
         };
-        const bool waiting = agents.wait_for_command(
+        const std::uint64_t ticket = agents.wait_for_command(
             id, std::chrono::steady_clock::now() + std::chrono::seconds(wait_s), answer_now);
         auto first = std::make_shared<http::Response>();
         auto final_state = std::make_shared<bool>(false);
@@ -698,8 +698,10 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
             [read, first, final_state](pqxx::connection_base& c) {
               *first = read(c, *final_state);
             },
-            [respond, first, final_state, answered, waiting](std::optional<storage::DbError> err) {
-              if (!err && !*final_state && waiting) return;  // the waiter answers
+            [&agents, id, respond, first, final_state, answered,
+             ticket](std::optional<storage::DbError> err) {
+              if (!err && !*final_state && ticket != 0) return;  // the waiter answers
+              if (ticket != 0) agents.cancel_wait(id, ticket);
               if (answered->exchange(true)) return;
               if (!err) return respond(std::move(*first));
               respond(err->kind == storage::DbErrorKind::kQuery ? http::internal_error()

@@ -734,13 +734,30 @@ void AgentService::touch_connected() {
 
 // ---- REST clients waiting for a command ----
 
-bool AgentService::wait_for_command(const std::string& command_id,
-                                    std::chrono::steady_clock::time_point deadline,
-                                    std::function<void()> fire) {
+std::uint64_t AgentService::wait_for_command(const std::string& command_id,
+                                             std::chrono::steady_clock::time_point deadline,
+                                             std::function<void()> fire) {
   std::lock_guard lock(waiters_mutex_);
-  if (stopped_ || waiters_.size() >= kMaxCommandWaiters) return false;
-  waiters_.emplace(command_id, CommandWaiter{deadline, std::move(fire)});
-  return true;
+  if (stopped_ || waiters_.size() >= kMaxCommandWaiters) return 0;
+  const std::uint64_t ticket = next_ticket_++;
+  waiters_.emplace(command_id, CommandWaiter{ticket, deadline, std::move(fire)});
+  return ticket;
+}
+
+void AgentService::cancel_wait(const std::string& command_id, std::uint64_t ticket) {
+  std::lock_guard lock(waiters_mutex_);
+  auto [first, last] = waiters_.equal_range(command_id);
+  for (auto it = first; it != last; ++it) {
+    if (it->second.ticket == ticket) {
+      waiters_.erase(it);
+      return;
+    }
+  }
+}
+
+std::size_t AgentService::command_waiters() const {
+  std::lock_guard lock(waiters_mutex_);
+  return waiters_.size();
 }
 
 void AgentService::command_finished(const std::string& command_id) {

@@ -796,6 +796,7 @@ TEST_F(AgentHub, WaitingForACommandAnswersWhenItsResultArrives) {
   EXPECT_EQ(json::parse(call("GET", path + "?wait_s=10", tokens_.at("admin")).body)["state"],
             "done");
   EXPECT_LT(std::chrono::steady_clock::now() - again_at, 1s);
+  EXPECT_EQ(agents_->command_waiters(), 0u) << "an answered wait leaves nothing behind";
 
   // Nothing arrives: the state as it is once wait_s has passed.
   agents_->device_disconnected(801, device);

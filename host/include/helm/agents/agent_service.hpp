@@ -101,9 +101,15 @@ class AgentService final : public plugins::TransportHost {
                  const std::vector<OutboxCommand>& commands);
   /// A REST client waiting for a command to finish (GET .../commands/{id}?wait_s=N): `fire` runs
   /// once, when a result for the command arrives, at `deadline`, or at stop(), whichever comes
-  /// first. Returns false (and keeps nothing) when too many wait already: answer at once then.
-  bool wait_for_command(const std::string& command_id,
-                        std::chrono::steady_clock::time_point deadline, std::function<void()> fire);
+  /// first. Returns a ticket for cancel_wait(), or 0 (nothing kept) when too many wait already or
+  /// the service stopped: answer at once then.
+  std::uint64_t wait_for_command(const std::string& command_id,
+                                 std::chrono::steady_clock::time_point deadline,
+                                 std::function<void()> fire);
+  /// Forgets a waiter that was answered another way (its command was already finished).
+  void cancel_wait(const std::string& command_id, std::uint64_t ticket);
+  /// How many REST clients wait for a command now.
+  std::size_t command_waiters() const;
   /// Fires the waiters of a command (its result was recorded). Any thread.
   void command_finished(const std::string& command_id);
   static constexpr std::size_t kMaxCommandWaiters = 10'000;
@@ -170,11 +176,13 @@ class AgentService final : public plugins::TransportHost {
   bool hello_running_ = false;
 
   struct CommandWaiter {
+    std::uint64_t ticket = 0;
     std::chrono::steady_clock::time_point deadline;
     std::function<void()> fire;
   };
   void fire_due_waiters(bool all);
-  std::mutex waiters_mutex_;
+  mutable std::mutex waiters_mutex_;
+  std::uint64_t next_ticket_ = 1;                                   ///< guarded by waiters_mutex_
   std::multimap<std::string, CommandWaiter, std::less<>> waiters_;  ///< by command id
 
   std::mutex inflight_mutex_;
