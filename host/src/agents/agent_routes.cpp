@@ -651,7 +651,8 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
           }
         }
         if (!api::is_uuid(id)) return respond(http::not_found());
-        // Reads the command; `final_only`: answers only if it is done or expired (else false).
+        // Reads the command; sets `final_state` when there is nothing to wait for (done,
+        // expired, or not the caller's to see).
         auto read = [ctx, id](pqxx::connection_base& c, bool& final_state) -> http::Response {
           pqxx::work tx(c);
           const auto owner = tx.exec_params(
