@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <pqxx/pqxx>
 #include <set>
 #include <variant>
@@ -15,6 +16,7 @@
 #include "helm/api/openapi.hpp"
 #include "helm/http/router.hpp"
 #include "helm/secrets/audit_log.hpp"
+#include "helm/storage/prepared.hpp"
 
 namespace helm::agents {
 namespace {
@@ -513,6 +515,41 @@ void expire_overdue(pqxx::work& tx, const std::string& device_id) {
       device_id);
 }
 
+// POST .../devices/{id}/commands in one statement: $1 id, $2 org, $3 device, $4 kind, $5 args,
+// $6 deadline in seconds, $7 created_by, $8 true when the caller's reach is unlimited, else
+// $9-$11 the clients, sites and device groups it reaches (as in the device list).
+const std::string kInsertCommand =
+    "INSERT INTO device_commands (id, org_id, device_id, kind, args, deadline, created_by)"
+    " SELECT $1::uuid, d.org_id, d.id, $4::text, $5::jsonb,"
+    " now() + make_interval(secs => $6::integer), $7::text"
+    " FROM devices d WHERE d.id = $3::uuid AND d.org_id = $2::uuid"
+    " AND ($8::boolean OR d.client_id::text = ANY($9::text[])"
+    " OR d.site_id::text = ANY($10::text[]) OR d.device_group_id::text = ANY($11::text[]))"
+    " RETURNING " +
+    kCommandColumns + ", to_char(deadline AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
+
+// GET .../commands/{id} in one statement ($1 id, $2 org): the command (expired first if it is
+// overdue, as the sweep would), then its device's client, site and group for the ACL check.
+const std::string kReadCommand =
+    "WITH e AS (UPDATE device_commands SET state = 'expired', finished_at = now()"
+    " WHERE id = $1::uuid AND org_id = $2::uuid AND state IN ('queued', 'sent')"
+    " AND deadline <= now() RETURNING id, state, finished_at)"
+    " SELECT c.id::text, c.device_id::text, c.kind, c.args::text, coalesce(e.state, c.state), " +
+    ts("c.deadline") + ", " + ts("c.created_at") + ", " + ts("c.sent_at") + ", " +
+    ts("c.acked_at") + ", " + ts("coalesce(e.finished_at, c.finished_at)") +
+    ", c.result::text, c.created_by, c.send_count,"
+    " d.client_id::text, d.site_id::text, d.device_group_id::text"
+    " FROM device_commands c JOIN devices d ON d.id = c.device_id LEFT JOIN e ON e.id = c.id"
+    " WHERE c.id = $1::uuid AND c.org_id = $2::uuid";
+
+// What the caller's organization ACL lets it reach; admins reach everything without a query.
+std::optional<identity::Reach> caller_reach(pqxx::connection_base& c,
+                                            const auth::SessionContext& ctx) {
+  if (ctx.at_least(auth::Role::kAdmin)) return std::nullopt;
+  pqxx::read_transaction tx(c);
+  return api::acl_reach(tx, ctx);
+}
+
 constexpr std::string_view kCommandKinds[] = {"ping", "inventory", "run_script"};
 
 // Checks kind and args the way the agent will read them; empty when the command is valid.
@@ -582,22 +619,27 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
             [&agents, ctx, device_id, kind = *kind, args, deadline_s = *deadline_s,
              org = req.path_params.at("org")](pqxx::connection_base& c) {
               OutboxCommand command{new_uuid_v7(), kind, args.dump(), ""};
+              const auto reach = caller_reach(c, ctx);
+              const std::set<std::string, std::less<>> none;
               pqxx::result rows;
               {
+                // One statement, committed (durable) before anything is sent: the row is
+                // inserted only if the device is in the organization and within the caller's
+                // reach.
+                pqxx::nontransaction tx(c);
+                rows = storage::exec_prepared(
+                    tx, "commands_insert", kInsertCommand, command.id, ctx.org_id, device_id,
+                    kind, command.args_json, deadline_s, ctx.principal_id, !reach.has_value(),
+                    text_array(reach ? reach->clients : none),
+                    text_array(reach ? reach->sites : none),
+                    text_array(reach ? reach->device_groups : none));
+              }
+              if (rows.empty()) {
+                // Nothing inserted: say why (no such device, or the ACL does not reach it).
                 pqxx::work tx(c);
                 auto found = find_device(tx, ctx, device_id, 403);
                 if (auto* r = std::get_if<http::Response>(&found)) return *r;
-                // Durable before anything is sent: the outbox row is committed first.
-                rows = tx.exec_params(
-                    "INSERT INTO device_commands (id, org_id, device_id, kind, args, deadline,"
-                    " created_by) VALUES ($1, $2, $3, $4, $5::jsonb,"
-                    " now() + make_interval(secs => $6), $7) RETURNING " +
-                        kCommandColumns +
-                        ", to_char(deadline AT TIME ZONE 'UTC',"
-                        " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
-                    command.id, ctx.org_id, device_id, kind, command.args_json, deadline_s,
-                    ctx.principal_id);
-                tx.commit();
+                return http::not_found();  // it appeared in between: the caller may retry
               }
               command.deadline = rows[0][13].c_str();
               auto item = command_json(rows[0]);
@@ -654,21 +696,18 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
         // Reads the command; sets `final_state` when there is nothing to wait for (done,
         // expired, or not the caller's to see).
         auto read = [ctx, id](pqxx::connection_base& c, bool& final_state) -> http::Response {
-          pqxx::work tx(c);
-          const auto owner = tx.exec_params(
-              "SELECT device_id::text FROM device_commands WHERE id = $1 AND org_id = $2", id,
-              ctx.org_id);
           final_state = true;
-          if (owner.empty()) return http::not_found();
-          auto found = find_device(tx, ctx, owner[0][0].c_str(), 404);
-          if (auto* r = std::get_if<http::Response>(&found)) return *r;
-          tx.exec_params(
-              "UPDATE device_commands SET state = 'expired', finished_at = now()"
-              " WHERE id = $1 AND state IN ('queued', 'sent') AND deadline <= now()",
-              id);
-          const auto rows = tx.exec_params(
-              "SELECT " + kCommandColumns + " FROM device_commands WHERE id = $1", id);
-          tx.commit();
+          const auto reach = caller_reach(c, ctx);
+          pqxx::result rows;
+          {
+            pqxx::nontransaction tx(c);
+            rows = storage::exec_prepared(tx, "commands_read", kReadCommand, id, ctx.org_id);
+          }
+          if (rows.empty()) return http::not_found();
+          if (!device_visible(reach, rows[0][13].c_str(), rows[0][14].c_str(),
+                              rows[0][15].is_null() ? "" : rows[0][15].c_str())) {
+            return http::not_found();
+          }
           auto item = command_json(rows[0]);
           const auto state = item.value("state", std::string());
           final_state = state == "done" || state == "expired";

@@ -13,9 +13,12 @@
 #include "helm/api/api.hpp"
 #include "helm/log/logger.hpp"
 #include "helm/storage/db_pool.hpp"
+#include "helm/storage/prepared.hpp"
 
 namespace helm::agents {
 namespace {
+
+using storage::exec_prepared;
 
 using nlohmann::json;
 
@@ -88,16 +91,6 @@ std::string to_hex(std::string_view bytes) {
     out += kHex[c & 0x0f];
   }
   return out;
-}
-
-// Runs `sql` as a statement prepared on the database connection the first time it is used
-// there (and again after a reconnect; pqxx keeps the definitions): the server parses and plans
-// the agents' statements once per pool connection instead of once per agent.
-template <typename... Args>
-pqxx::result exec_prepared(pqxx::transaction_base& tx, const std::string& name,
-                           const std::string& sql, Args&&... args) {
-  tx.conn().prepare(name, sql);
-  return tx.exec_prepared(name, std::forward<Args>(args)...);
 }
 
 void log_db_error(const char* what, const std::optional<storage::DbError>& err) {
