@@ -627,12 +627,12 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
                 // inserted only if the device is in the organization and within the caller's
                 // reach.
                 pqxx::nontransaction tx(c);
-                rows = storage::exec_prepared(
-                    tx, "commands_insert", kInsertCommand, command.id, ctx.org_id, device_id,
-                    kind, command.args_json, deadline_s, ctx.principal_id, !reach.has_value(),
-                    text_array(reach ? reach->clients : none),
-                    text_array(reach ? reach->sites : none),
-                    text_array(reach ? reach->device_groups : none));
+                rows = storage::exec_prepared(tx, "commands_insert", kInsertCommand, command.id,
+                                              ctx.org_id, device_id, kind, command.args_json,
+                                              deadline_s, ctx.principal_id, !reach.has_value(),
+                                              text_array(reach ? reach->clients : none),
+                                              text_array(reach ? reach->sites : none),
+                                              text_array(reach ? reach->device_groups : none));
               }
               if (rows.empty()) {
                 // Nothing inserted: say why (no such device, or the ACL does not reach it).

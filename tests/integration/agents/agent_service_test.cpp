@@ -521,9 +521,9 @@ TEST_F(AgentHub, DeviceListIsFilteredByTheAclPolicy) {
   ASSERT_EQ(theirs.status, 202) << theirs.body;
   const auto theirs_id = json::parse(theirs.body)["id"].get<std::string>();
   EXPECT_EQ(call("GET", org_path("/commands/" + theirs_id), tokens_.at("technician")).status, 404);
-  EXPECT_EQ(
-      call("GET", org_path("/commands/" + theirs_id + "?wait_s=1"), tokens_.at("technician")).status,
-      404);
+  EXPECT_EQ(call("GET", org_path("/commands/" + theirs_id + "?wait_s=1"), tokens_.at("technician"))
+                .status,
+            404);
   EXPECT_EQ(get_command(theirs_id)["state"], "queued");
   EXPECT_EQ(call("GET", org_path("/devices"), tokens_.at("readonly")).status, 403);
   EXPECT_EQ(call("GET", org_path("/devices"), tokens_.at("owner_b")).status, 404);
