@@ -278,6 +278,14 @@ std::string RawTlsClient::read_some(std::chrono::milliseconds limit, bool* close
   }
   auto* ssl = static_cast<SSL*>(ssl_);
   const auto deadline = std::chrono::steady_clock::now() + limit;
+  // Non-blocking while reading: readable bytes may be only a TLS 1.3 session ticket, after which
+  // a blocking SSL_read would wait for application data past the deadline.
+  const int flags = ::fcntl(fd_, F_GETFL);
+  ::fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
+  struct Restore {
+    int fd, flags;
+    ~Restore() { ::fcntl(fd, F_SETFL, flags); }
+  } restore{fd_, flags};
   for (;;) {
     if (SSL_pending(ssl) == 0) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(

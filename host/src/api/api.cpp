@@ -60,6 +60,20 @@ std::string_view bearer(const http::Request& request) {
   return value.substr(kScheme.size());
 }
 
+// Why a known caller may not use a route of this access level, or nullopt when it may.
+std::optional<http::Response> refusal_for(Access access, const auth::SessionContext& ctx) {
+  if (ctx.totp_pending && access != Access::kAnySession) {
+    return http::problem(403, "totp-enrollment-required", "Forbidden",
+                         "Your organization requires two-factor authentication: enroll with "
+                         "POST /api/v1/me/totp, confirm with POST /api/v1/me/totp/confirm.");
+  }
+  if (!allowed(access, ctx)) {
+    return forbidden(access == Access::kHubOperator ? "Only hub operators may do this."
+                                                    : "Your role does not allow this.");
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 bool is_uuid(std::string_view t) {
@@ -155,17 +169,7 @@ void add_route(http::Router& router, Services& services, std::string method, std
           if (auto org = req.path_params.find("org"); org != req.path_params.end()) {
             if (org->second != ctx.org_id) return respond(http::not_found());
           }
-          if (ctx.totp_pending && access != Access::kAnySession) {
-            return respond(
-                http::problem(403, "totp-enrollment-required", "Forbidden",
-                              "Your organization requires two-factor authentication: enroll with "
-                              "POST /api/v1/me/totp, confirm with POST /api/v1/me/totp/confirm."));
-          }
-          if (!allowed(access, ctx)) {
-            return respond(forbidden(access == Access::kHubOperator
-                                         ? "Only hub operators may do this."
-                                         : "Your role does not allow this."));
-          }
+          if (auto refusal = refusal_for(access, ctx)) return respond(std::move(*refusal));
           try {
             handler(req, ctx, respond);
           } catch (const std::exception& e) {
@@ -174,6 +178,39 @@ void add_route(http::Router& router, Services& services, std::string method, std
           }
         });
       });
+}
+
+http::BodyGate session_body_gate(Services& services, Access access) {
+  return [&services, access](const http::Request& head, http::BodyDecision decide) {
+    const auto token = bearer(head);
+    if (token.empty()) {
+      return decide(unauthorized("Send 'Authorization: Bearer <token>' (log in first)."));
+    }
+    services.auth.authenticate(token, [&services, access, decide, method = head.method,
+                                       route = head.route, path = head.path,
+                                       source = head.remote_address](auth::AuthResult result) {
+      if (auto* failure = std::get_if<auth::AuthFailure>(&result)) {
+        if (*failure == auth::AuthFailure::kDatabaseUnavailable) {
+          return decide(http::database_unavailable());
+        }
+        return decide(unauthorized("The token is unknown, expired or revoked; log in again."));
+      }
+      const auto& ctx = std::get<auth::SessionContext>(result);
+      auto refusal = refusal_for(access, ctx);
+      if (refusal) {
+        // A known caller refused: audited, as the route itself would.
+        auto record =
+            secrets::audit_record(ctx, audit_action(method, route), vault::AuditOutcome::kDenied);
+        record.extra = {{"route", method + " " + route},
+                        {"path", path},
+                        {"status", refusal->status},
+                        {"source", source},
+                        {"body", "refused before it was read"}};
+        secrets::audit(services.pool, std::move(record));
+      }
+      decide(std::move(refusal));
+    });
+  };
 }
 
 std::optional<nlohmann::json> json_object_body(const http::Request& request,

@@ -48,11 +48,12 @@ void Router::add(std::string method, std::string pattern, Handler handler) {
   routes_.push_back(std::move(route));
 }
 
-void Router::set_body_limit(std::string_view method, std::string_view pattern,
-                            std::uint64_t bytes) {
+void Router::set_body_limit(std::string_view method, std::string_view pattern, std::uint64_t bytes,
+                            BodyGate gate) {
   for (auto& r : routes_) {
     if (r.method == method && r.pattern == pattern) {
       r.max_body = bytes;
+      r.gate = std::move(gate);
       max_body_ = std::max(max_body_, bytes);
       return;
     }
@@ -60,14 +61,16 @@ void Router::set_body_limit(std::string_view method, std::string_view pattern,
   throw std::logic_error("no route " + std::string(method) + " " + std::string(pattern));
 }
 
-std::uint64_t Router::body_limit(std::string_view method, std::string_view path) const {
+Router::BodyRule Router::body_rule(std::string_view method, std::string_view path) const {
   const auto parts = split_path(path);
   for (const auto& route : routes_) {
     if (route.method != method || route.max_body == 0) continue;
     std::map<std::string, std::string> params;
-    if (match_route(route, parts, params)) return route.max_body;
+    if (match_route(route, parts, params)) {
+      return BodyRule{route.max_body, route.gate};
+    }
   }
-  return 0;
+  return {};
 }
 
 bool Router::match_route(const Route& route, const std::vector<std::string_view>& parts,

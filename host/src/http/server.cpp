@@ -144,23 +144,60 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(std::max<std::uint64_t>(body_limit_, server_->router.max_body_limit()));
     // The whole head must arrive within the header timeout: a client trickling bytes is cut off.
     lowest().expires_after(milliseconds(server_->options.api.header_timeout_ms));
-    bhttp::async_read_header(stream_, buffer_, *parser_,
-                             [self = shared_from_this()](beast::error_code ec, size_t) {
-                               if (ec) return self->fail_read(ec);
-                               // The head was read with the largest limit of any route;
-                               // now the limit of this request's route (or the default).
-                               const auto& head = self->parser_->get();
-                               const std::string_view target = head.target();
-                               const std::uint64_t route_limit = self->server_->router.body_limit(
-                                   head.method_string(), target.substr(0, target.find('?')));
-                               if (route_limit > 0) self->body_limit_ = route_limit;
-                               const auto length = self->parser_->content_length();
-                               if (length && *length > self->body_limit_) {
-                                 return self->fail_read(bhttp::error::body_limit);
-                               }
-                               self->parser_->body_limit(self->body_limit_);
-                               self->read_body();
-                             });
+    bhttp::async_read_header(
+        stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+          if (ec) return self->fail_read(ec);
+          // The head was read with the largest limit of any route;
+          // now the limit of this request's route (or the default).
+          const auto& head = self->parser_->get();
+          const std::string_view target = head.target();
+          auto rule = self->server_->router.body_rule(head.method_string(),
+                                                      target.substr(0, target.find('?')));
+          if (rule.limit > 0) self->body_limit_ = rule.limit;
+          const auto length = self->parser_->content_length();
+          if (length && *length > self->body_limit_) {
+            return self->fail_read(bhttp::error::body_limit);
+          }
+          self->parser_->body_limit(self->body_limit_);
+          // More than the server-wide limit may come: the route's gate
+          // decides first whether this caller may send that much.
+          const std::uint64_t usual = self->server_->options.api.max_body_bytes;
+          const bool large = length ? *length > usual : self->parser_->chunked();
+          if (large && rule.gate) return self->ask_gate(rule.gate);
+          self->read_body();
+        });
+  }
+
+  void ask_gate(const BodyGate& gate) {
+    Request head;
+    fill_head(head);
+    auto match = server_->router.match(head.method, head.path);
+    head.route = match.pattern;
+    head.path_params = std::move(match.params);
+    auto answered = std::make_shared<std::atomic<bool>>(false);
+    BodyDecision decide = [self = shared_from_this(), answered](std::optional<Response> refusal) {
+      if (answered->exchange(true)) return;
+      net::post(self->stream_.get_executor(),
+                [self, refusal = std::move(refusal)]() mutable { self->after_gate(refusal); });
+    };
+    try {
+      gate(head, decide);
+    } catch (const std::exception& e) {
+      log::error("body gate threw", {{"error", e.what()}});
+      decide(internal_error());
+    }
+  }
+
+  void after_gate(std::optional<Response>& refusal) {
+    if (!refusal) return read_body();
+    // The body stays unread, so the connection cannot be used again.
+    const auto& msg = parser_->get();
+    method_ = std::string(msg.method_string());
+    const std::string_view target = msg.target();
+    const auto match = server_->router.match(method_, target.substr(0, target.find('?')));
+    route_ = match.handler != nullptr ? match.pattern : std::string("(unmatched)");
+    started_ = std::chrono::steady_clock::now();
+    write(std::move(*refusal), false);
   }
 
   void read_body() {
@@ -197,25 +234,31 @@ class Session : public std::enable_shared_from_this<Session> {
     close();
   }
 
+  // Everything of the request but its body and what the router fills in.
+  void fill_head(Request& out) const {
+    const auto& msg = parser_->get();
+    out.method = std::string(msg.method_string());
+    out.target = std::string(msg.target());
+    const auto q = out.target.find('?');
+    out.path = out.target.substr(0, q);
+    if (q != std::string::npos) out.query = out.target.substr(q + 1);
+    for (const auto& field : msg) {
+      std::string name(field.name_string());
+      for (auto& ch : name)
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      out.headers.emplace_back(std::move(name), std::string(field.value()));
+    }
+    out.remote_address = remote_;
+    out.remote_is_loopback = loopback_;
+  }
+
   void dispatch_request() {
     state_ = State::kBusy;
     started_ = std::chrono::steady_clock::now();
     auto& msg = parser_->get();
     request_ = Request{};
-    request_.method = std::string(msg.method_string());
-    request_.target = std::string(msg.target());
-    const auto q = request_.target.find('?');
-    request_.path = request_.target.substr(0, q);
-    if (q != std::string::npos) request_.query = request_.target.substr(q + 1);
-    for (const auto& field : msg) {
-      std::string name(field.name_string());
-      for (auto& ch : name)
-        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      request_.headers.emplace_back(std::move(name), std::string(field.value()));
-    }
+    fill_head(request_);
     request_.body = std::move(msg.body());
-    request_.remote_address = remote_;
-    request_.remote_is_loopback = loopback_;
     keep_alive_ = msg.keep_alive();
     method_ = request_.method;
 

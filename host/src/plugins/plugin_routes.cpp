@@ -347,7 +347,8 @@ void add_plugin_routes(http::Router& router, api::Services& services) {
           respond(std::move(r));
         });
       });
-  router.set_body_limit("POST", "/api/v1/plugins", kMaxBundleUpload);
+  router.set_body_limit("POST", "/api/v1/plugins", kMaxBundleUpload,
+                        api::session_body_gate(services, Access::kHubOperator));
 
   api::add_route(
       router, services, "DELETE", "/api/v1/plugins/{name}", Access::kHubOperator,

@@ -14,6 +14,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "helm/storage/embedded_postgres.hpp"
@@ -131,6 +132,43 @@ class PluginBundles : public ::testing::Test {
   static inline HubProcess* hub_ = nullptr;
   static inline std::string install_, owner_, org_, tech_;
 };
+
+// A bundle may be 64 MiB, far more than any other request: before a byte of a body larger than
+// the usual limit is read, the caller must hold a session that may install plugins. Here no body
+// is sent at all: the refusal comes from the request's head alone, and the connection is closed
+// within the hub's linger second instead of waiting for 50 MB.
+TEST_F(PluginBundles, ALargeBodyIsReadOnlyFromSomeoneWhoMayInstallPlugins) {
+  auto head_only = [](const std::string& token, const std::string& framing,
+                      std::chrono::milliseconds wait, bool* closed) {
+    RawTlsClient raw("127.0.0.1", hub_->port());
+    EXPECT_TRUE(raw.connected());
+    std::string head =
+        "POST /api/v1/plugins HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-tar\r\n" +
+        framing + "\r\n";
+    if (!token.empty()) head += "Authorization: Bearer " + token + "\r\n";
+    EXPECT_TRUE(raw.send(head + "\r\n"));
+    return raw.read_some(wait, closed);
+  };
+  const std::string fifty_mb = "Content-Length: 50000000";
+  for (const auto& [who, token, framing, status] :
+       std::vector<std::tuple<std::string, std::string, std::string, std::string>>{
+           {"nobody", "", fifty_mb, "401"},
+           {"nobody, chunked", "", "Transfer-Encoding: chunked", "401"},
+           {"a made-up token", "hs_not-a-session", fifty_mb, "401"},
+           {"a technician", tech_, fifty_mb, "403"}}) {
+    bool closed = false;
+    const auto started = std::chrono::steady_clock::now();
+    const auto answer = head_only(token, framing, std::chrono::seconds(10), &closed);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 " + status, 0), 0u) << who << ": " << answer;
+    EXPECT_TRUE(closed) << who << ": the connection stays open";
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5)) << who;
+  }
+  // The owner may: the hub answers nothing and waits for the body.
+  bool closed = false;
+  const auto waiting = head_only(owner_, fifty_mb, std::chrono::milliseconds(1500), &closed);
+  EXPECT_TRUE(waiting.empty()) << waiting;
+  EXPECT_FALSE(closed);
+}
 
 TEST_F(PluginBundles, RefusedBundlesChangeNothingOnDisk) {
   const std::string good = read_file(bundle_file());

@@ -68,6 +68,11 @@ void add_route(http::Router& router, Services& services, std::string method, std
                Access access, AuthedHandler handler, AuditMode audit = AuditMode::kAfterResponse);
 
 /// The access level every registered route requires, for the RBAC tests and the OpenAPI check.
+/// A gate for Router::set_body_limit: a body larger than the server-wide limit is read only
+/// from a caller with a valid session whose role may use `access` routes; anyone else gets
+/// the route's 401/403 before a byte of it is read.
+http::BodyGate session_body_gate(Services& services, Access access);
+
 const std::vector<std::tuple<std::string, std::string, Access>>& registered_access();
 
 /// Parses the body as a JSON object; on failure answers 400 and returns nullopt.

@@ -46,6 +46,12 @@ struct Response {
 /// Completes a request. Call exactly once, from any thread; later calls are ignored.
 using Responder = std::function<void(Response)>;
 
+/// Decides, from a request's head alone, whether its (large) body may be read: called with
+/// nullopt to go on, or with the response to give instead (the body is then not read and the
+/// connection is closed). Call exactly once, from any thread.
+using BodyDecision = std::function<void(std::optional<Response>)>;
+using BodyGate = std::function<void(const Request& head, BodyDecision decide)>;
+
 /// A route handler. It may answer at once or hand `respond` to other work and answer later;
 /// it must not block (database work goes to the DbPool).
 using Handler = std::function<void(Request& request, Responder respond)>;

@@ -21,10 +21,19 @@ class Router {
   /// Registers a route. A duplicate method + pattern is a programming error and throws.
   void add(std::string method, std::string pattern, Handler handler);
   /// Lets one registered route take a larger request body than the server-wide limit
-  /// (api.max_body_bytes), e.g. a plugin bundle upload. Throws for an unknown route.
-  void set_body_limit(std::string_view method, std::string_view pattern, std::uint64_t bytes);
-  /// The body limit of the route `method` + `path` would reach, or 0 for the server's default.
-  std::uint64_t body_limit(std::string_view method, std::string_view path) const;
+  /// (api.max_body_bytes), e.g. a plugin bundle upload. `gate`, when given, is asked (with the
+  /// request's head, before any of a body larger than the server-wide limit is read) whether
+  /// the caller may send that much: so that no one unauthenticated makes the hub hold a large
+  /// body in memory. Throws for an unknown route.
+  void set_body_limit(std::string_view method, std::string_view pattern, std::uint64_t bytes,
+                      BodyGate gate = {});
+
+  /// What the route `method` + `path` would reach allows for its body.
+  struct BodyRule {
+    std::uint64_t limit = 0;  ///< 0: the server's default
+    BodyGate gate;            ///< empty: none
+  };
+  BodyRule body_rule(std::string_view method, std::string_view path) const;
   /// The largest body limit set on any route (0: none).
   std::uint64_t max_body_limit() const { return max_body_; }
 
@@ -50,6 +59,7 @@ class Router {
     std::vector<Segment> segments;
     Handler handler;
     std::uint64_t max_body = 0;
+    BodyGate gate;
   };
   static bool match_route(const Route& route, const std::vector<std::string_view>& parts,
                           std::map<std::string, std::string>& params);
