@@ -210,6 +210,14 @@ class HaloPlugin final : public sdk::Plugin {
   /// organization and settings is fetching right now (one token request serves a burst of
   /// calls), or a new one.
   void with_token(const OperationPtr& op, TokenDone next) {
+    // The vault is asked on every call, cached token or not: a grant revoked, the secret
+    // deleted or the session ended stops this organization's HaloPSA calls at once rather than
+    // when the cached token expires (up to an hour later). The lease ends at once.
+    if (Result<sdk::SecretLease> secret =
+            host().release_secret(op->call.session(), op->settings.client_secret_secret);
+        !secret) {
+      return next(secret_error(secret.error(), op->settings.client_secret_secret));
+    }
     const std::string key = op->settings.token_cache_key(op->call.organization_id());
     {
       std::unique_lock<std::mutex> lock(tokens_mutex_);

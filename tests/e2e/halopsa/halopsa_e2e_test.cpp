@@ -707,6 +707,40 @@ TEST_F(HaloE2E, APluginWithoutTheGrantGetsNoSecretAndFetchesNoToken) {
   remember_tokens();
 }
 
+// A cached access token does not outlive the organization's decision: with the grant revoked or
+// the secret deleted, the next call is refused before HaloPSA hears of it, though the token
+// would still be good there; given back, the same cached token serves again.
+TEST_F(HaloE2E, RevokingTheGrantOrDeletingTheSecretStopsCallsDespiteACachedToken) {
+  ASSERT_EQ(op(org_a_, owner_a_, "clients.list", json::object()).status, 200);
+  fake_->reset();
+  ASSERT_EQ(op(org_a_, owner_a_, "clients.list", json::object()).status, 200);
+  ASSERT_TRUE(fake_->requests_to("/auth/token").empty()) << "the token is cached";
+
+  auto revoked = call("PUT", "/api/v1/orgs/" + org_a_ + "/plugins/" + kPlugin + "/grants", owner_a_,
+                      {{"secrets", json::array()}});
+  ASSERT_EQ(revoked.status, 200) << revoked.body;
+  fake_->reset();
+  auto r = op(org_a_, owner_a_, "clients.list", json::object());
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_NE(r.body.find("grant"), std::string::npos) << r.body;
+  EXPECT_TRUE(fake_->requests().empty()) << fake_->requests().dump();
+
+  grant(org_a_, owner_a_);
+  ASSERT_EQ(
+      call("DELETE", "/api/v1/orgs/" + org_a_ + "/secrets/halopsa/client-secret", owner_a_).status /
+          100,
+      2);
+  r = op(org_a_, owner_a_, "clients.list", json::object());
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("not stored"), std::string::npos) << r.body;
+  EXPECT_TRUE(fake_->requests().empty()) << fake_->requests().dump();
+
+  put_secret(org_a_, owner_a_, kSecretA);
+  EXPECT_EQ(op(org_a_, owner_a_, "clients.list", json::object()).status, 200);
+  EXPECT_TRUE(fake_->requests_to("/auth/token").empty()) << "the cached token serves again";
+  remember_tokens();
+}
+
 TEST_F(HaloE2E, TheAclKeepsATechnicianToItsClients) {
   auto mine = op(org_a_, tech_a_, "tickets.list", {{"client_id", client_x_}, {"page_size", 5}});
   ASSERT_EQ(mine.status, 200) << mine.body;
