@@ -1,8 +1,9 @@
 // What TLS itself costs the agent transport's server side, in process (no sockets, no kernel):
 // the floor under tests/bench/agents.sh's "hub CPU per new TLS connection" and "per heartbeat".
 //
-// The server context mirrors plugins/transport-wss/src/server.cpp (TLS 1.3 only, ECDSA P-256
-// certificate like the hub's, SSL_MODE_RELEASE_BUFFERS, read-ahead, no session tickets); the
+// The server context gets the transport's own settings (plugins/transport-wss/src/
+// tls_settings.cpp: TLS 1.3 only, SSL_MODE_RELEASE_BUFFERS, read-ahead, no session tickets) and an
+// ECDSA P-256 certificate like the hub's, loaded from PEM files as the server loads its own; the
 // client is OpenSSL's default TLS 1.3 client, like helm-agent's. Only the server's calls are
 // timed, with the thread's CPU clock, and reported as the iteration time.
 //
@@ -10,13 +11,14 @@
 //     --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 #include <openssl/bio.h>
-#include <openssl/evp.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
 
 #include <ctime>
 #include <stdexcept>
 #include <string>
+
+#include "test_certificate.hpp"
+#include "tls_settings.hpp"
 
 namespace {
 
@@ -26,51 +28,22 @@ double thread_cpu_seconds() {
   return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
 }
 
-/// A self-signed ECDSA P-256 certificate and key, made in memory.
-struct Identity {
-  EVP_PKEY* key = nullptr;
-  X509* cert = nullptr;
-  Identity() {
-    key = EVP_EC_gen("P-256");
-    cert = X509_new();
-    if (key == nullptr || cert == nullptr) throw std::runtime_error("cannot make a key");
-    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
-    X509_gmtime_adj(X509_getm_notBefore(cert), 0);
-    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
-    X509_set_pubkey(cert, key);
-    X509_NAME* name = X509_get_subject_name(cert);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                               reinterpret_cast<const unsigned char*>("helm-hub"), -1, -1, 0);
-    X509_set_issuer_name(cert, name);
-    if (X509_sign(cert, key, EVP_sha256()) == 0) throw std::runtime_error("cannot sign");
-  }
-  ~Identity() {
-    X509_free(cert);
-    EVP_PKEY_free(key);
-  }
-  Identity(const Identity&) = delete;
-  Identity& operator=(const Identity&) = delete;
-};
-
 struct Contexts {
   SSL_CTX* server = nullptr;
   SSL_CTX* client = nullptr;
   explicit Contexts(int tickets) {
-    static Identity identity;
+    const auto& identity = helm::transport::testing::certificate();
     server = SSL_CTX_new(TLS_server_method());
-    SSL_CTX_set_min_proto_version(server, TLS1_3_VERSION);
-    SSL_CTX_set_max_proto_version(server, TLS1_3_VERSION);
-    SSL_CTX_set_options(server, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
-    SSL_CTX_set_mode(server, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    SSL_CTX_set_read_ahead(server, 1);
-    SSL_CTX_set_num_tickets(server, static_cast<size_t>(tickets));
-    if (tickets == 0) {
-      SSL_CTX_set_options(server, SSL_OP_NO_TICKET);
-      SSL_CTX_set_session_cache_mode(server, SSL_SESS_CACHE_OFF);
+    helm::transport::apply_agent_tls_settings(server);
+    if (tickets > 0) {  // OpenSSL's defaults, for comparison
+      SSL_CTX_clear_options(server, SSL_OP_NO_TICKET);
+      SSL_CTX_set_session_cache_mode(server, SSL_SESS_CACHE_SERVER);
+      SSL_CTX_set_num_tickets(server, static_cast<size_t>(tickets));
     }
-    SSL_CTX_use_certificate(server, identity.cert);
-    SSL_CTX_use_PrivateKey(server, identity.key);
+    if (SSL_CTX_use_certificate_chain_file(server, identity.cert_file.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(server, identity.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+      throw std::runtime_error("cannot load the test certificate");
+    }
     client = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_min_proto_version(client, TLS1_3_VERSION);
   }
