@@ -403,19 +403,25 @@ json device_json(const pqxx::row& r, const AgentService& agents, bool with_facts
   return item;
 }
 
+// A device (or its command) in the caller's organization that the ACL does not let it reach:
+// 403, as for any known caller who is not allowed (rest-api.md); other organizations' objects
+// stay 404.
+http::Response acl_forbidden() {
+  return http::problem(403, "forbidden", "Forbidden",
+                       "The organization's ACL policy does not let you reach this device.");
+}
+
 // The device in the path, if it exists in the caller's organization and the ACL lets the caller
 // reach it; otherwise the response to give.
 std::variant<pqxx::row, http::Response> find_device(pqxx::work& tx, const auth::SessionContext& ctx,
-                                                    const std::string& id, int denied_status) {
+                                                    const std::string& id) {
   const auto rows = tx.exec_params(
       "SELECT " + kDeviceColumns + " WHERE d.id = $1 AND d.org_id = $2", id, ctx.org_id);
   if (rows.empty()) return http::not_found();
   const auto reach = api::acl_reach(tx, ctx);
   if (!device_visible(reach, rows[0][7].c_str(), rows[0][9].c_str(),
                       rows[0][11].is_null() ? "" : rows[0][11].c_str())) {
-    if (denied_status == 404) return http::not_found();
-    return http::problem(403, "forbidden", "Forbidden",
-                         "The organization's ACL policy does not let you reach this device.");
+    return acl_forbidden();
   }
   return rows[0];
 }
@@ -456,7 +462,7 @@ void add_device_routes(http::Router& router, api::Services& services, AgentServi
                    if (!api::is_uuid(id)) return respond(http::not_found());
                    api::db_respond(services, respond, [&agents, ctx, id](pqxx::connection_base& c) {
                      pqxx::work tx(c);
-                     auto found = find_device(tx, ctx, id, 404);
+                     auto found = find_device(tx, ctx, id);
                      if (auto* r = std::get_if<http::Response>(&found)) return *r;
                      return api::json_response(
                          200, device_json(std::get<pqxx::row>(found), agents, true));
@@ -637,7 +643,7 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
               if (rows.empty()) {
                 // Nothing inserted: say why (no such device, or the ACL does not reach it).
                 pqxx::work tx(c);
-                auto found = find_device(tx, ctx, device_id, 403);
+                auto found = find_device(tx, ctx, device_id);
                 if (auto* r = std::get_if<http::Response>(&found)) return *r;
                 return http::not_found();  // it appeared in between: the caller may retry
               }
@@ -660,7 +666,7 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
         api::db_respond(
             services, respond, [ctx, device_id, page = *page](pqxx::connection_base& c) {
               pqxx::work tx(c);
-              auto found = find_device(tx, ctx, device_id, 404);
+              auto found = find_device(tx, ctx, device_id);
               if (auto* r = std::get_if<http::Response>(&found)) return *r;
               expire_overdue(tx, device_id);
               const auto rows =
@@ -706,7 +712,7 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
           if (rows.empty()) return http::not_found();
           if (!device_visible(reach, rows[0][13].c_str(), rows[0][14].c_str(),
                               rows[0][15].is_null() ? "" : rows[0][15].c_str())) {
-            return http::not_found();
+            return acl_forbidden();
           }
           auto item = command_json(rows[0]);
           const auto state = item.value("state", std::string());

@@ -193,9 +193,14 @@ void add_resource(http::Router& router, Services& services, const NamedResource&
                                                  " WHERE id = $1 AND org_id = $2",
                                              id, ctx.org_id);
                           if (rows.empty()) return http::not_found();
+                          // Known but not reachable under the ACL: 403 (rest-api.md); another
+                          // organization's object was a 404 above.
                           if (const auto reach = acl_reach(tx, ctx);
                               reach && !acl_visible(tx, *reach, ctx.org_id, res.kind, id)) {
-                            return http::not_found();
+                            return http::problem(403, "forbidden", "Forbidden",
+                                                 "The organization's ACL policy does not let you "
+                                                 "reach this " +
+                                                     res.noun + ".");
                           }
                           return json_response(200, row_json(rows[0], res.optional_placement));
                         });

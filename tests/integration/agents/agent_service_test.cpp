@@ -507,12 +507,12 @@ TEST_F(AgentHub, DeviceListIsFilteredByTheAclPolicy) {
   EXPECT_EQ(call("GET", org_path("/devices/" + in_two["device_id"].get<std::string>()),
                  tokens_.at("technician"))
                 .status,
-            404);
+            403);
   EXPECT_EQ(command(in_two["device_id"], {{"kind", "ping"}}, "technician").status, 403);
   const auto mine = command(in_one["device_id"], {{"kind", "ping"}}, "technician");
   ASSERT_EQ(mine.status, 202) << mine.body;
-  // A command is seen through its device: within reach 200 (waiting or not), out of reach 404
-  // as if it did not exist, though an admin sees it.
+  // A command is seen through its device: within reach 200, out of reach 403 (waiting or not),
+  // though an admin sees it; another organization's is a 404 (tested below).
   const auto mine_id = json::parse(mine.body)["id"].get<std::string>();
   auto read = call("GET", org_path("/commands/" + mine_id), tokens_.at("technician"));
   EXPECT_EQ(read.status, 200) << read.body;
@@ -520,10 +520,15 @@ TEST_F(AgentHub, DeviceListIsFilteredByTheAclPolicy) {
   const auto theirs = command(in_two["device_id"], {{"kind", "ping"}});
   ASSERT_EQ(theirs.status, 202) << theirs.body;
   const auto theirs_id = json::parse(theirs.body)["id"].get<std::string>();
-  EXPECT_EQ(call("GET", org_path("/commands/" + theirs_id), tokens_.at("technician")).status, 404);
+  EXPECT_EQ(call("GET", org_path("/commands/" + theirs_id), tokens_.at("technician")).status, 403);
   EXPECT_EQ(call("GET", org_path("/commands/" + theirs_id + "?wait_s=1"), tokens_.at("technician"))
                 .status,
-            404);
+            403);
+  EXPECT_EQ(
+      call("GET", org_path("/devices/" + in_two["device_id"].get<std::string>() + "/commands"),
+           tokens_.at("technician"))
+          .status,
+      403);
   EXPECT_EQ(get_command(theirs_id)["state"], "queued");
   EXPECT_EQ(call("GET", org_path("/devices"), tokens_.at("readonly")).status, 403);
   EXPECT_EQ(call("GET", org_path("/devices"), tokens_.at("owner_b")).status, 404);
