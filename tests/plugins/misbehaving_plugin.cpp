@@ -18,6 +18,8 @@
 //   host.timer          schedules a 1 ms timer and completes from its callback {"timer": status}
 //   host.audit          audits input.action with input.detail (ABI 1.2), completes {"ok": true}
 //   host.session        completes the session_info() of the call's session
+//   host.publish        publishes input.payload on input.topic in the call's organization,
+//                       completes {"ok": true}
 //   events.seen         completes {"events": [{"topic", "organization_id", "source", "payload"}]}
 //                       with every event on_event() received (subscribed: test.*, session.*)
 #include <helm/plugin.hpp>
@@ -171,6 +173,15 @@ class MisbehavingPlugin final : public helm::sdk::Plugin {
         return;
       }
       call.complete(std::move(info).value());
+    } else if (op == "host.publish") {
+      const Result<void> published =
+          host().publish_event(call.organization_id(), call.input().at("topic").get<std::string>(),
+                               call.input().value("payload", nlohmann::json::object()));
+      if (!published) {
+        call.fail(published.error());
+        return;
+      }
+      call.complete({{"ok", true}});
     } else if (op == "events.seen") {
       nlohmann::json events = nlohmann::json::array();
       {

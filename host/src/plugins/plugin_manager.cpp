@@ -563,6 +563,12 @@ struct PluginManager::HostFunctions {
         return fail(err, HELM_STATUS_UNSUPPORTED, "the event bus is not available in this hub");
       }
       const std::string topic_text = text(topic, topic_len);
+      // session.* is the hub's own: no plugin may announce a session's start or end (the
+      // manifest schema refuses to declare it too; this holds for any manifest).
+      if (topic_text.rfind("session.", 0) == 0) {
+        return fail(err, HELM_STATUS_FORBIDDEN,
+                    "topic \"" + topic_text + "\" is reserved for the hub's session events");
+      }
       if (std::find(ctx.publish_topics.begin(), ctx.publish_topics.end(), topic_text) ==
           ctx.publish_topics.end()) {
         return fail(err, HELM_STATUS_FORBIDDEN,

@@ -346,7 +346,8 @@ class KasmPlugin final : public sdk::Plugin {
   }
 
   void on_event(const sdk::Event& event) override {
-    if (event.topic != "session.ended") return;
+    // Only the hub announces sessions (it refuses session.* from plugins); checked anyway.
+    if (event.topic != "session.ended" || event.source != "hub") return;
     const json& p = event.payload;
     if (!p.is_object() || !p.contains("session_id") || !p["session_id"].is_string()) {
       host().warn("kasm: a session.ended event without a session_id was ignored");

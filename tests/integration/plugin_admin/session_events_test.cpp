@@ -178,6 +178,42 @@ TEST_F(SessionLifecycle, RevocationADisabledAccountAndIdleTimeoutEachEndWithThei
   EXPECT_EQ(call("GET", "/api/v1/me", idle_token).status, 401);
 }
 
+// Subscribers act on session.ended (KASM destroys the session's workspaces), so only the hub may
+// announce one: a plugin cannot publish session.* even to forge the end of a live session (every
+// session event a subscriber sees comes from "hub"), while its own declared topic still goes
+// through, with the plugin as its source.
+TEST_F(SessionLifecycle, NoPluginCanAnnounceASession) {
+  auto [tech_id, token] = technician("forged@a.test");
+  const std::string session = session_id_of(token);
+  ASSERT_FALSE(wait_for_event("session.started", session).is_null());
+  for (const std::string topic : {"session.ended", "session.started", "session.anything"}) {
+    auto forged =
+        call("POST", op("host.publish"), owner_,
+             {{"topic", topic}, {"payload", {{"session_id", session}, {"organization_id", org_}}}});
+    EXPECT_EQ(forged.status, 403) << topic << ": " << forged.body;
+    EXPECT_NE(forged.body.find("reserved for the hub"), std::string::npos) << forged.body;
+  }
+  auto own = call("POST", op("host.publish"), owner_,
+                  {{"topic", "test.done"}, {"payload", {{"session_id", session}}}});
+  EXPECT_EQ(own.status, 200) << own.body;
+  bool saw_own = false;
+  for (int i = 0; i < 100 && !saw_own; ++i) {
+    const json seen = body_of(call("POST", op("events.seen"), owner_, json::object()));
+    for (const auto& event : seen.value("events", json::array())) {
+      if (!event["payload"].is_object()) continue;
+      if (event["topic"] == "test.done" && event["payload"].value("session_id", "") == session) {
+        saw_own = true;
+        EXPECT_EQ(event["source"], "test-misbehaving");
+      }
+      if (event["topic"].get<std::string>().rfind("session.", 0) == 0) {
+        EXPECT_EQ(event["source"], "hub") << "a forged session event: " << event.dump();
+      }
+    }
+    if (!saw_own) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(saw_own) << call("POST", op("events.seen"), owner_, json::object()).body;
+}
+
 TEST_F(SessionLifecycle, PluginAuditRecordsLandInTheAuditLog) {
   auto audited = call("POST", op("host.audit"), owner_,
                       {{"action", "workspace.reaped"}, {"detail", {{"kasm_id", "abc"}}}});
