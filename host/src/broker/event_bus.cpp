@@ -1,5 +1,7 @@
 #include "helm/broker/event_bus.hpp"
 
+#include <algorithm>
+
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -228,6 +230,9 @@ helm_status EventBus::publish(std::string_view source, std::string_view organiza
     return HELM_STATUS_INVALID_INPUT;
   }
 
+  const std::size_t limit = source == "hub" ? std::max(state_->options.max_pending_hub_events,
+                                                       state_->options.max_pending_per_subscriber)
+                                            : state_->options.max_pending_per_subscriber;
   std::shared_ptr<const Event> event;
   std::vector<std::shared_ptr<EventSubscriber>> to_dispatch;
   {
@@ -241,7 +246,7 @@ helm_status EventBus::publish(std::string_view source, std::string_view organiza
         }
       }
       if (!matched) continue;
-      if (sub->pending.size() >= state_->options.max_pending_per_subscriber) {
+      if (sub->pending.size() >= limit) {
         ++sub->counters.dropped;
         continue;
       }

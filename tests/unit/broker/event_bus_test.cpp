@@ -346,6 +346,9 @@ TEST(EventBus, UnsubscribeDestroysTheHandler) {
 TEST(EventBus, StuckSubscriberDropsAndCountsWhileOthersStillReceive) {
   Workers workers(4);
   EventBus bus(workers.dispatch(), {.max_pending_per_subscriber = 10});
+  auto publish = [](EventBus& b, std::string_view topic) {
+    return ::helm::broker::publish(b, topic, "", "{}", "plugin-a");
+  };
   Gate gate;
   Inbox healthy;
   std::string error;
@@ -376,6 +379,43 @@ TEST(EventBus, StuckSubscriberDropsAndCountsWhileOthersStillReceive) {
   }
   EXPECT_EQ(bus.stats("stuck")->delivered, 11u);
   EXPECT_EQ(bus.stats("stuck")->dropped, 89u);
+}
+
+// The hub's own events (session starts and ends) have a far larger queue than plugins' events:
+// a subscriber stuck behind a burst of logouts still gets every session.ended once it recovers,
+// while plugin events beyond the usual limit are dropped as before.
+TEST(EventBus, TheHubsOwnEventsWaitForASlowSubscriberWhereOthersAreDropped) {
+  Workers workers(4);
+  EventBus bus(workers.dispatch(),
+               {.max_pending_per_subscriber = 10, .max_pending_hub_events = 50});
+  Gate gate;
+  std::atomic<int> hub_seen{0}, plugin_seen{0};
+  std::string error;
+  ASSERT_EQ(bus.subscribe(
+                "slow", {"session.*", "a.*"},
+                [&](const Event& e) {
+                  gate.wait();
+                  ++(e.source == "hub" ? hub_seen : plugin_seen);
+                },
+                error),
+            HELM_STATUS_OK);
+  ASSERT_EQ(publish(bus, "session.ended"), HELM_STATUS_OK);
+  ASSERT_TRUE(gate.wait_until_waiting(1));  // the first one is stuck in the handler
+  for (int i = 0; i < 40; ++i)
+    ASSERT_EQ(publish(bus, "session.ended"), HELM_STATUS_OK);
+  for (int i = 0; i < 5; ++i)
+    ASSERT_EQ(publish(bus, "a.b", "", "{}", "plugin-a"), HELM_STATUS_OK);
+  for (int i = 0; i < 20; ++i)
+    ASSERT_EQ(publish(bus, "session.ended"), HELM_STATUS_OK);
+  const auto stats = bus.stats("slow");
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->pending, 50u);  // 40 hub events, then the hub's limit after 10 more
+  EXPECT_EQ(stats->dropped, 15u);  // the 5 plugin events (over 10) and 10 hub events (over 50)
+  gate.open();
+  for (int i = 0; i < 1000 && hub_seen + plugin_seen < 51; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(hub_seen.load(), 51);
+  EXPECT_EQ(plugin_seen.load(), 0);
 }
 
 TEST(EventBus, HandlerExceptionsAreCountedAndDeliveryContinues) {

@@ -37,6 +37,10 @@ struct EventBusOptions {
   /// Events queued for one subscriber and not yet handed to its handler; beyond this further
   /// events for that subscriber are dropped and counted, the publisher never waits.
   std::size_t max_pending_per_subscriber = 1'000;
+  /// The same for the hub's own events (source "hub": session starts and ends, on which
+  /// subscribers tear down what a session owned). They are few and losing one leaves a
+  /// session's workspaces behind, so a slow subscriber gets far more of them queued.
+  std::size_t max_pending_hub_events = 100'000;
   /// Largest payload accepted by publish(), in bytes (RESOURCE_EXHAUSTED beyond).
   std::size_t max_payload_bytes = 256 * 1024;
 };
