@@ -202,6 +202,23 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void read_body() {
     lowest().expires_after(milliseconds(server_->options.api.body_timeout_ms));
+    // A client that asked "Expect: 100-continue" waits for this before sending the body (curl
+    // does for large uploads, else it waits a second); a refusal went out instead of it.
+    const auto& head = parser_->get();
+    const auto expect = head[bhttp::field::expect];
+    if (!parser_->is_done() && beast::iequals(expect, "100-continue")) {
+      continue_.emplace(bhttp::status::continue_, 11);
+      return bhttp::async_write(stream_, *continue_,
+                                [self = shared_from_this()](beast::error_code ec, size_t) {
+                                  self->continue_.reset();
+                                  if (ec) return self->close();
+                                  self->read_body_now();
+                                });
+    }
+    read_body_now();
+  }
+
+  void read_body_now() {
     bhttp::async_read(stream_, buffer_, *parser_,
                       [self = shared_from_this()](beast::error_code ec, size_t) {
                         if (ec) return self->fail_read(ec);
@@ -346,6 +363,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   beast::ssl_stream<beast::tcp_stream> stream_;
+  std::optional<bhttp::response<bhttp::empty_body>> continue_;  // "100 Continue" being written
   std::shared_ptr<Server::Impl> server_;
   beast::flat_buffer buffer_{16384};
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;

@@ -155,7 +155,9 @@ TEST_F(PluginBundles, ALargeBodyIsReadOnlyFromSomeoneWhoMayInstallPlugins) {
            {"nobody", "", fifty_mb, "401"},
            {"nobody, chunked", "", "Transfer-Encoding: chunked", "401"},
            {"a made-up token", "hs_not-a-session", fifty_mb, "401"},
-           {"a technician", tech_, fifty_mb, "403"}}) {
+           {"a technician", tech_, fifty_mb, "403"},
+           {"a technician expecting 100-continue", tech_, fifty_mb + "\r\nExpect: 100-continue",
+            "403"}}) {
     bool closed = false;
     const auto started = std::chrono::steady_clock::now();
     const auto answer = head_only(token, framing, std::chrono::seconds(10), &closed);
@@ -163,10 +165,15 @@ TEST_F(PluginBundles, ALargeBodyIsReadOnlyFromSomeoneWhoMayInstallPlugins) {
     EXPECT_TRUE(closed) << who << ": the connection stays open";
     EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5)) << who;
   }
-  // The owner may: the hub answers nothing and waits for the body.
+  // The owner may: the hub answers nothing and waits for the body, or, asked to, says so with
+  // "100 Continue" (curl waits a second for it before sending a large body).
   bool closed = false;
   const auto waiting = head_only(owner_, fifty_mb, std::chrono::milliseconds(1500), &closed);
   EXPECT_TRUE(waiting.empty()) << waiting;
+  EXPECT_FALSE(closed);
+  const auto go_on = head_only(owner_, fifty_mb + "\r\nExpect: 100-continue",
+                               std::chrono::milliseconds(5000), &closed);
+  EXPECT_EQ(go_on.rfind("HTTP/1.1 100 Continue\r\n", 0), 0u) << go_on;
   EXPECT_FALSE(closed);
 }
 
