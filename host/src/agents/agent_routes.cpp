@@ -548,14 +548,6 @@ const std::string kReadCommand =
     " FROM device_commands c JOIN devices d ON d.id = c.device_id LEFT JOIN e ON e.id = c.id"
     " WHERE c.id = $1::uuid AND c.org_id = $2::uuid";
 
-// What the caller's organization ACL lets it reach; admins reach everything without a query.
-std::optional<identity::Reach> caller_reach(pqxx::connection_base& c,
-                                            const auth::SessionContext& ctx) {
-  if (ctx.at_least(auth::Role::kAdmin)) return std::nullopt;
-  pqxx::read_transaction tx(c);
-  return api::acl_reach(tx, ctx);
-}
-
 constexpr std::string_view kCommandKinds[] = {"ping", "inventory", "run_script"};
 
 // Checks kind and args the way the agent will read them; empty when the command is valid.
@@ -625,14 +617,14 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
             [&agents, ctx, device_id, kind = *kind, args, deadline_s = *deadline_s,
              org = req.path_params.at("org")](pqxx::connection_base& c) {
               OutboxCommand command{new_uuid_v7(), kind, args.dump(), ""};
-              const auto reach = caller_reach(c, ctx);
               const std::set<std::string, std::less<>> none;
               pqxx::result rows;
               {
                 // One statement, committed (durable) before anything is sent: the row is
                 // inserted only if the device is in the organization and within the caller's
-                // reach.
+                // reach (admins: no query for it).
                 pqxx::nontransaction tx(c);
+                const auto reach = api::acl_reach(tx, ctx);
                 rows = storage::exec_prepared(tx, "commands_insert", kInsertCommand, command.id,
                                               ctx.org_id, device_id, kind, command.args_json,
                                               deadline_s, ctx.principal_id, !reach.has_value(),
@@ -703,10 +695,11 @@ void add_command_routes(http::Router& router, api::Services& services, AgentServ
         // expired, or not the caller's to see).
         auto read = [ctx, id](pqxx::connection_base& c, bool& final_state) -> http::Response {
           final_state = true;
-          const auto reach = caller_reach(c, ctx);
+          std::optional<identity::Reach> reach;
           pqxx::result rows;
           {
             pqxx::nontransaction tx(c);
+            reach = api::acl_reach(tx, ctx);
             rows = storage::exec_prepared(tx, "commands_read", kReadCommand, id, ctx.org_id);
           }
           if (rows.empty()) return http::not_found();

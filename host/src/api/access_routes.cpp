@@ -190,7 +190,8 @@ void add_acl_routes(http::Router& router, Services& services) {
 
 }  // namespace
 
-std::optional<identity::Reach> acl_reach(pqxx::dbtransaction& tx, const auth::SessionContext& ctx) {
+std::optional<identity::Reach> acl_reach(pqxx::transaction_base& tx,
+                                         const auth::SessionContext& ctx) {
   if (ctx.at_least(auth::Role::kAdmin)) return std::nullopt;
   const auto rows =
       tx.exec_params("SELECT policy::text FROM acl_policies WHERE org_id = $1", ctx.org_id);

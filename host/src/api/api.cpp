@@ -111,6 +111,20 @@ std::string audit_action(const std::string& method, const std::string& route) {
   return out;
 }
 
+// Writes what a known (or anonymous) caller was told about a request to the audit log.
+void audit_answer(Services& services, const auth::SessionContext& ctx, const std::string& method,
+                  const std::string& route, const std::string& path, const std::string& source,
+                  int status) {
+  auto record = secrets::audit_record(ctx, audit_action(method, route),
+                                      status < 400   ? vault::AuditOutcome::kAllowed
+                                      : status < 500 ? vault::AuditOutcome::kDenied
+                                                     : vault::AuditOutcome::kFailed);
+  if (ctx.principal_id.empty()) record.actor = "anonymous";
+  record.extra = {
+      {"route", method + " " + route}, {"path", path}, {"status", status}, {"source", source}};
+  secrets::audit(services.pool, std::move(record));
+}
+
 // Wraps `respond` so the answer is also written to the audit log (after it is sent: the record
 // says what the caller was told).
 http::Responder audited(Services& services, const http::Request& req,
@@ -119,14 +133,7 @@ http::Responder audited(Services& services, const http::Request& req,
           path = req.path, source = req.remote_address, ctx](http::Response response) {
     const int status = response.status;
     respond(std::move(response));
-    auto record = secrets::audit_record(ctx, audit_action(method, route),
-                                        status < 400   ? vault::AuditOutcome::kAllowed
-                                        : status < 500 ? vault::AuditOutcome::kDenied
-                                                       : vault::AuditOutcome::kFailed);
-    if (ctx.principal_id.empty()) record.actor = "anonymous";
-    record.extra = {
-        {"route", method + " " + route}, {"path", path}, {"status", status}, {"source", source}};
-    secrets::audit(services.pool, std::move(record));
+    audit_answer(services, ctx, method, route, path, source, status);
   };
 }
 
@@ -186,30 +193,21 @@ http::BodyGate session_body_gate(Services& services, Access access) {
     if (token.empty()) {
       return decide(unauthorized("Send 'Authorization: Bearer <token>' (log in first)."));
     }
-    services.auth.authenticate(token, [&services, access, decide, method = head.method,
-                                       route = head.route, path = head.path,
-                                       source = head.remote_address](auth::AuthResult result) {
-      if (auto* failure = std::get_if<auth::AuthFailure>(&result)) {
-        if (*failure == auth::AuthFailure::kDatabaseUnavailable) {
-          return decide(http::database_unavailable());
-        }
-        return decide(unauthorized("The token is unknown, expired or revoked; log in again."));
-      }
-      const auto& ctx = std::get<auth::SessionContext>(result);
-      auto refusal = refusal_for(access, ctx);
-      if (refusal) {
-        // A known caller refused: audited, as the route itself would.
-        auto record =
-            secrets::audit_record(ctx, audit_action(method, route), vault::AuditOutcome::kDenied);
-        record.extra = {{"route", method + " " + route},
-                        {"path", path},
-                        {"status", refusal->status},
-                        {"source", source},
-                        {"body", "refused before it was read"}};
-        secrets::audit(services.pool, std::move(record));
-      }
-      decide(std::move(refusal));
-    });
+    services.auth.authenticate(
+        token, [&services, access, decide, method = head.method, route = head.route,
+                path = head.path, source = head.remote_address](auth::AuthResult result) {
+          if (auto* failure = std::get_if<auth::AuthFailure>(&result)) {
+            if (*failure == auth::AuthFailure::kDatabaseUnavailable) {
+              return decide(http::database_unavailable());
+            }
+            return decide(unauthorized("The token is unknown, expired or revoked; log in again."));
+          }
+          const auto& ctx = std::get<auth::SessionContext>(result);
+          auto refusal = refusal_for(access, ctx);
+          // A known caller refused: audited, as the route itself would.
+          if (refusal) audit_answer(services, ctx, method, route, path, source, refusal->status);
+          decide(std::move(refusal));
+        });
   };
 }
 

@@ -94,7 +94,7 @@ struct SessionEvents::Impl {
     for (const auto& event : pending) {
       std::string error;
       const helm_status status =
-          bus.publish("hub", event.org_id, event.topic, event.payload, error);
+          bus.publish(broker::kHubSource, event.org_id, event.topic, event.payload, error);
       if (status != HELM_STATUS_OK) {
         log::error("session event not published", {{"topic", event.topic}, {"error", error}});
       }

@@ -230,9 +230,10 @@ helm_status EventBus::publish(std::string_view source, std::string_view organiza
     return HELM_STATUS_INVALID_INPUT;
   }
 
-  const std::size_t limit = source == "hub" ? std::max(state_->options.max_pending_hub_events,
-                                                       state_->options.max_pending_per_subscriber)
-                                            : state_->options.max_pending_per_subscriber;
+  const std::size_t limit = source == kHubSource
+                                ? std::max(state_->options.max_pending_hub_events,
+                                           state_->options.max_pending_per_subscriber)
+                                : state_->options.max_pending_per_subscriber;
   std::shared_ptr<const Event> event;
   std::vector<std::shared_ptr<EventSubscriber>> to_dispatch;
   {

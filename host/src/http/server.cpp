@@ -174,6 +174,10 @@ class Session : public std::enable_shared_from_this<Session> {
     auto match = server_->router.match(head.method, head.path);
     head.route = match.pattern;
     head.path_params = std::move(match.params);
+    // For the metrics of a refusal; dispatch_request sets them again if the body is read.
+    method_ = head.method;
+    route_ = match.handler != nullptr ? match.pattern : std::string("(unmatched)");
+    started_ = std::chrono::steady_clock::now();
     auto answered = std::make_shared<std::atomic<bool>>(false);
     BodyDecision decide = [self = shared_from_this(), answered](std::optional<Response> refusal) {
       if (answered->exchange(true)) return;
@@ -191,12 +195,6 @@ class Session : public std::enable_shared_from_this<Session> {
   void after_gate(std::optional<Response>& refusal) {
     if (!refusal) return read_body();
     // The body stays unread, so the connection cannot be used again.
-    const auto& msg = parser_->get();
-    method_ = std::string(msg.method_string());
-    const std::string_view target = msg.target();
-    const auto match = server_->router.match(method_, target.substr(0, target.find('?')));
-    route_ = match.handler != nullptr ? match.pattern : std::string("(unmatched)");
-    started_ = std::chrono::steady_clock::now();
     write(std::move(*refusal), false);
   }
 

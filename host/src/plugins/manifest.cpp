@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "helm/broker/event_bus.hpp"
+
 namespace helm::plugins {
 namespace {
 
@@ -81,7 +83,7 @@ std::vector<std::string> check_manifest_basics(const nlohmann::json& manifest) {
   if (const std::string* name = string_member(manifest, "name", problems);
       name != nullptr && !is_valid_plugin_name(*name)) {
     problems.push_back("\"name\" must match ^[a-z][a-z0-9-]{1,62}$, got \"" + *name + "\"");
-  } else if (name != nullptr && *name == "hub") {
+  } else if (name != nullptr && *name == broker::kHubSource) {
     // Event subscribers tell the hub's own events (session.*) by their source "hub".
     problems.push_back("\"name\" must not be \"hub\": the hub's own events come from \"hub\"");
   }

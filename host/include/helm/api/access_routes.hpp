@@ -9,6 +9,7 @@
 
 namespace pqxx {
 class dbtransaction;
+class transaction_base;
 }
 
 namespace helm::api {
@@ -17,7 +18,8 @@ void add_access_routes(http::Router& router, Services& services);
 
 /// What the caller may reach: nullopt when unrestricted (owners and admins), otherwise the
 /// organization's ACL policy's reach for this technician (nothing when there is no policy).
-std::optional<identity::Reach> acl_reach(pqxx::dbtransaction& tx, const auth::SessionContext& ctx);
+std::optional<identity::Reach> acl_reach(pqxx::transaction_base& tx,
+                                         const auth::SessionContext& ctx);
 
 /// Whether `reach` lets the caller see a tenancy object: a client directly or through a site or
 /// group under it; a site or group when the policy covers it.

@@ -32,6 +32,9 @@ struct Event {
   std::string payload_json;
 };
 
+/// The source of the hub's own events (session.*); no plugin may be named so.
+inline constexpr std::string_view kHubSource = "hub";
+
 /// Limits of an EventBus.
 struct EventBusOptions {
   /// Events queued for one subscriber and not yet handed to its handler; beyond this further
